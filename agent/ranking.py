@@ -1,0 +1,102 @@
+"""The LLM ranks this turn's candidates; its answer is validated, repaired once, or replaced by a fallback.
+
+Answer format (the same for every engine, and the JSON schema vLLM can enforce): {"ranking": ["<id>", ...]}.
+
+- A scoring engine (`ScoringEngine.score_choices`) ranks by the model's own probability of naming each candidate
+  first after `{"ranking": ["`; the answer can only contain candidates.
+- Any other engine generates the answer; `parse_ranking` accepts only candidate ids, no duplicates, exactly n.
+  An invalid answer gets one repair prompt that says what was wrong; a second failure, or an engine error, falls
+  back to the retrieval order. The returned notes say which path was taken (they go into the trace).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from langchain_core.messages import AIMessage, BaseMessage
+
+from agent.engines import ChatEngine, EngineError, ScoringEngine
+from prompts import render_prompt
+
+ANSWER_PREFIX = '{"ranking": ["'
+_JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
+
+
+class RankingError(ValueError):
+    """The answer is not a valid ranking of the candidates; the message says why (it is shown to the model)."""
+
+
+@dataclass(frozen=True)
+class RankingOutcome:
+    item_ids: tuple[str, ...]
+    """The full candidate order: the LLM's ranking first, then the rest in retrieval order."""
+    notes: tuple[str, ...] = ()
+    """What happened: "scored", "generated", "repaired", "fallback: <reason>"."""
+
+    @property
+    def fell_back(self) -> bool:
+        return any(note.startswith("fallback") for note in self.notes)
+
+
+def parse_ranking(text: str, candidate_ids: Sequence[str], n: int) -> list[str]:
+    """The ids of a {"ranking": [...]} answer, checked: candidates only, no duplicates, exactly n (or all)."""
+    match = _JSON_OBJECT.search(text or "")
+    if not match:
+        raise RankingError('no JSON object found; expected {"ranking": ["<id>", ...]}')
+    try:
+        ranking = json.loads(match.group(0)).get("ranking")
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise RankingError(f"the JSON could not be read ({error})") from None
+    if not isinstance(ranking, list):
+        raise RankingError('"ranking" must be a list of ids')
+    ids = [str(i) for i in ranking]
+    unknown = [i for i in ids if i not in set(candidate_ids)]
+    if unknown:
+        raise RankingError(f"ids not among the candidates: {', '.join(unknown[:5])}")
+    if len(set(ids)) != len(ids):
+        raise RankingError("an id is repeated")
+    expected = min(n, len(candidate_ids))
+    if len(ids) != expected:
+        raise RankingError(f"expected exactly {expected} ids, got {len(ids)}")
+    return ids
+
+
+def rank_candidates(engine: ChatEngine, messages: list[BaseMessage], candidate_ids: Sequence[str],
+                    n: int) -> RankingOutcome:
+    if not candidate_ids:
+        return RankingOutcome((), ("no candidates",))
+    try:
+        if isinstance(engine, ScoringEngine):
+            return _rank_by_scores(engine, messages, candidate_ids, n)
+        return _rank_by_generation(engine, messages, candidate_ids, n)
+    except EngineError as error:
+        return RankingOutcome(tuple(candidate_ids), (f"fallback: engine error: {error}",))
+
+
+def _rank_by_scores(engine: ScoringEngine, messages, candidate_ids, n) -> RankingOutcome:
+    scores = engine.score_choices(messages, ANSWER_PREFIX, [f'{i}"' for i in candidate_ids])
+    order = sorted(range(len(candidate_ids)), key=lambda k: (-scores[k], k))
+    answer = json.dumps({"ranking": [candidate_ids[k] for k in order[:n]]})
+    top = parse_ranking(answer, candidate_ids, n)  # the same validation every engine's answer goes through
+    return RankingOutcome(_complete(top, candidate_ids), ("scored",))
+
+
+def _rank_by_generation(engine: ChatEngine, messages, candidate_ids, n) -> RankingOutcome:
+    answer = engine.generate([messages], max_new_tokens=16 * n)[0]
+    try:
+        return RankingOutcome(_complete(parse_ranking(answer, candidate_ids, n), candidate_ids), ("generated",))
+    except RankingError as error:
+        first_error = error
+    repair = render_prompt("repair", error=first_error, n=min(n, len(candidate_ids)), ids=", ".join(candidate_ids))
+    answer = engine.generate([[*messages, AIMessage(answer), *repair]], max_new_tokens=16 * n)[0]
+    try:
+        return RankingOutcome(_complete(parse_ranking(answer, candidate_ids, n), candidate_ids), ("repaired",))
+    except RankingError as error:
+        return RankingOutcome(tuple(candidate_ids), (f"fallback: invalid ranking twice ({first_error}; {error})",))
+
+
+def _complete(top: list[str], candidate_ids: Sequence[str]) -> tuple[str, ...]:
+    return (*top, *(i for i in candidate_ids if i not in set(top)))

@@ -1,0 +1,119 @@
+"""Session memory and turn history in one SQLite file (WAL), so sessions survive restarts and crashes.
+
+Each `save` is one transaction: the new memory and the turn that produced it are committed together, or not at all.
+`forget` deletes every row of a session. A per-session lock serialises concurrent turns of one session within a
+process (no lost updates); different sessions run in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+from agent.types import SessionState
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS turns (
+    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
+    turn_index INTEGER NOT NULL,
+    user_text  TEXT NOT NULL,
+    reply      TEXT NOT NULL,
+    result     TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, turn_index)
+);
+"""
+
+
+class SessionStore(Protocol):
+    def load(self, session_id: str) -> SessionState | None: ...
+    def save(self, state: SessionState, turn: dict[str, Any] | None = None) -> None: ...
+    def history(self, session_id: str) -> list[dict[str, Any]]: ...
+    def forget(self, session_id: str) -> bool: ...
+
+
+class SqliteSessionStore:
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+        with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(SCHEMA)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        try:
+            db.execute("PRAGMA foreign_keys=ON")
+            db.execute("PRAGMA synchronous=FULL")  # an acknowledged turn survives a crash
+            yield db
+        finally:
+            db.close()
+
+    @contextmanager
+    def locked(self, session_id: str) -> Iterator[None]:
+        """Hold while loading, updating and saving one session, so concurrent turns cannot lose updates."""
+        with self._locks_guard:
+            lock = self._locks[session_id]
+        with lock:
+            yield
+
+    def load(self, session_id: str) -> SessionState | None:
+        with self._connect() as db:
+            row = db.execute("SELECT state FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+        return SessionState.from_dict(json.loads(row[0])) if row else None
+
+    def save(self, state: SessionState, turn: dict[str, Any] | None = None) -> None:
+        """Commit the memory, and the turn that produced it, in one transaction."""
+        now = time.time()
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute(
+                    "INSERT INTO sessions VALUES (?, ?, ?, ?) ON CONFLICT(session_id) "
+                    "DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    (state.session_id, json.dumps(state.to_dict()), now, now),
+                )
+                if turn is not None:
+                    db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?)",
+                               (state.session_id, state.turn_count, turn["user"], turn["reply"],
+                                json.dumps(turn), now))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def history(self, session_id: str) -> list[dict[str, Any]]:
+        """Every stored turn of a session, oldest first."""
+        with self._connect() as db:
+            rows = db.execute("SELECT result FROM turns WHERE session_id = ? ORDER BY turn_index",
+                              (session_id,)).fetchall()
+        return [json.loads(r[0]) for r in rows]
+
+    def forget(self, session_id: str) -> bool:
+        """Delete everything stored for a session; False when there was nothing."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("DELETE FROM turns WHERE session_id = ?", (session_id,))
+            deleted = db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,)).rowcount
+            db.execute("COMMIT")
+        return deleted > 0
+
+    def session_ids(self) -> list[str]:
+        with self._connect() as db:
+            return [r[0] for r in db.execute("SELECT session_id FROM sessions ORDER BY updated_at")]

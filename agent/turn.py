@@ -1,0 +1,228 @@
+"""One chat turn, top to bottom: understand, remember, retrieve, rank, explain, save.
+
+    Recommender.run_turn(session_id, text) -> TurnResult
+      1. state      = sessions.load(session_id)                     (a new session when unknown)
+      2. signals    = understand(text, state, catalog)               mentions + opinions, references, constraints
+      3. state      = memory.update(state, signals)                  U(t) = f(U(t-1), X(t)), pure
+      4. candidates = retriever.candidates(query_from(state, text))   dense + co-occurrence + popularity, filtered
+      5. messages   = render_prompt("rank", ...)                      templates in prompts/templates
+      6. ranking    = rank_candidates(engine, messages, ids, n)       candidates only; repair once; fallback
+      7. recs       = explain(...)                                    LLM sentences checked claim by claim
+      8. state      = memory.record(...); sessions.save(state, turn)  one transaction
+      9. TurnResult(reply, recommendations, memory, trace)
+
+The CLI, the HTTP API, the web app and the evaluation all call this one method.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from agent import memory
+from agent.config import Settings
+from agent.engines import ChatEngine, EngineError
+from agent.grounding import ClaimCheck, FactChecker, compose_explanation
+from agent.ranking import rank_candidates
+from agent.store import SqliteSessionStore
+from agent.types import Candidate, Recommendation, SessionState, Signals, Trace, TurnResult
+from agent.understand import understand
+from prompts import render_prompt
+from retrieval.candidates import CandidateQuery, HybridRetriever
+from retrieval.catalog import Catalog, Item
+from retrieval.titles import TitleMatcher
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
+
+
+class InputError(ValueError):
+    """The request cannot be served as given (empty or oversized text, bad session id); the message says why."""
+
+
+@dataclass
+class Recommender:
+    """Everything a turn needs. Build one with `agent.build.build_recommender(settings)`."""
+
+    settings: Settings
+    catalog: Catalog
+    matcher: TitleMatcher
+    retriever: HybridRetriever
+    engine: ChatEngine
+    sessions: SqliteSessionStore
+    checker: FactChecker
+
+    def run_turn(self, session_id: str, text: str) -> TurnResult:
+        text = check_message(text, self.settings.max_message_chars)
+        check_session_id(session_id)
+        n = self.settings.n
+        trace = Trace(engine=self.engine.name, model=self.engine.model_name)
+        with self.sessions.locked(session_id):
+            with _stage(trace, "understand"):
+                state = self.sessions.load(session_id) or SessionState(session_id=session_id)
+                signals = understand(text, state, self.catalog, self.matcher)
+                state = memory.update(state, signals)
+            with _stage(trace, "retrieve"):
+                candidates = self.retriever.candidates(query_from(state, text), self.settings.candidates_in_prompt)
+                trace.candidates = len(candidates)
+            with _stage(trace, "rank"):
+                messages = render_prompt("rank", memory=describe_memory(state, self.catalog),
+                                         conversation=describe_conversation(state, text),
+                                         candidates=describe_candidates(candidates, self.catalog), n=n)
+                ranking = rank_candidates(self.engine, messages, [c.item_id for c in candidates], n)
+                trace.fallbacks += [note for note in ranking.notes if note.startswith("fallback")]
+            with _stage(trace, "explain"):
+                recommendations = self.explain(state, text, ranking.item_ids[:n], trace)
+            reply = compose_reply(signals, recommendations, state, self.catalog)
+            picked = tuple(r.item_id for r in recommendations)
+            state = memory.record(state, text, reply, picked)
+            result = TurnResult(session_id, reply, tuple(recommendations), state, trace)
+            with _stage(trace, "save"):
+                self.sessions.save(state, turn={"user": text, "reply": reply, "recommended": list(picked),
+                                                "trace": trace.fallbacks})
+        trace.timings["total"] = round(sum(trace.timings.values()), 4)
+        return result
+
+    def explain(self, state: SessionState, text: str, item_ids: tuple[str, ...], trace: Trace) -> list[Recommendation]:
+        """One explanation per pick: the LLM's sentence when every claim in it is true, else one composed from facts."""
+        items = [self.catalog[i] for i in item_ids]
+        generated = self._generate_explanations(state, text, items, trace)
+        recommendations, composed = [], 0
+        for rank, (item, sentence) in enumerate(zip(items, generated, strict=True), start=1):
+            check = self.checker.check(sentence, item, state) if sentence else None
+            if check is not None and check.grounded:
+                explanation, facts = sentence, _facts_of(check, item, self.catalog)
+            else:
+                explanation, facts = compose_explanation(item, state, self.catalog)
+                composed += 1
+            recommendations.append(Recommendation(item.item_id, item.title, item.year, rank, explanation, facts))
+        if composed and self.settings.explain_with_llm:
+            trace.fallbacks.append(f"explanations composed from facts for {composed} of {len(items)} "
+                                   "(generated text cited no fact or made an unsupported claim)")
+        return recommendations
+
+    def _generate_explanations(self, state: SessionState, text: str, items: list[Item], trace: Trace) -> list[str]:
+        if not self.settings.explain_with_llm or not items:
+            return [""] * len(items)
+        liked = "; ".join(self.catalog[i].label for i in state.liked[-3:] if i in self.catalog) or "nothing named yet"
+        prompts = [render_prompt("explain", request=text[:300], liked=liked, item=item.label,
+                                 facts=_fact_line(item)) for item in items]
+        try:
+            return [_first_sentence(t) for t in self.engine.generate(prompts, max_new_tokens=48)]
+        except EngineError as error:
+            trace.fallbacks.append(f"explanations: engine error: {error}")
+            return [""] * len(items)
+
+
+def check_message(text: object, limit: int) -> str:
+    if not isinstance(text, str):
+        raise InputError("the message must be text")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InputError("the message is not valid UTF-8") from None
+    text = text.strip()
+    if not text:
+        raise InputError("the message is empty: tell me what you'd like to watch")
+    if len(text) > limit:
+        raise InputError(f"the message is {len(text):,} characters long; the limit is {limit:,}")
+    return text
+
+
+def check_session_id(session_id: object) -> None:
+    if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
+        raise InputError("a session id is 1-128 characters of letters, digits and . _ : @ -")
+
+
+def query_from(state: SessionState, text: str) -> CandidateQuery:
+    return CandidateQuery(text=text, liked=state.liked + state.neutral, disliked=state.disliked,
+                          exclude=frozenset(state.excluded()), constraints=state.constraints)
+
+
+def describe_memory(state: SessionState, catalog: Catalog) -> str:
+    def labels(ids: tuple[str, ...]) -> str:
+        return "; ".join(catalog[i].label for i in ids[-6:] if i in catalog) or "none"
+
+    c = state.constraints
+    lines = [f"Liked: {labels(state.liked)}", f"Disliked: {labels(state.disliked)}"]
+    if c.genres or c.people:
+        lines.append(f"Wants: {', '.join((*c.genres, *c.people))}")
+    if c.excluded_genres:
+        lines.append(f"Avoid: {', '.join(c.excluded_genres)}")
+    if c.min_year or c.max_year:
+        lines.append(f"Years: {c.min_year or 'any'} to {c.max_year or 'now'}")
+    return "\n".join(lines)
+
+
+def describe_conversation(state: SessionState, text: str) -> str:
+    lines = [f"User: {t.user[:300]}" for t in state.turns[-2:]]
+    return "\n".join([*lines, f"User: {text[:600]}"])
+
+
+def describe_candidates(candidates: list[Candidate], catalog: Catalog) -> str:
+    return "\n".join(f"{c.item_id}: {_fact_line(catalog[c.item_id], short=True)}" for c in candidates)
+
+
+def compose_reply(signals: Signals, recommendations: list[Recommendation], state: SessionState,
+                  catalog: Catalog) -> str:
+    """The readable answer; every sentence comes from validated recommendations or the memory."""
+    lines = []
+    noted = [(catalog[i].label, o) for i, o in signals.opinions if i in catalog and o != "neutral"]
+    if noted:
+        lines.append("Noted: " + "; ".join(f"you {o} {label}" for label, o in noted) + ".")
+    for title in signals.unmatched_titles[:3]:
+        lines.append(f'I could not find "{title}" in the catalog.')
+    if not recommendations:
+        lines.append("I have nothing left that fits everything you asked for. "
+                     "Try loosening a constraint (say \"anything is fine\").")
+        return "\n".join(lines)
+    lines.append("Here are my picks:")
+    lines += [f"{r.rank}. {catalog[r.item_id].label}: {r.explanation}" for r in recommendations]
+    return "\n".join(lines)
+
+
+def _fact_line(item: Item, *, short: bool = False) -> str:
+    parts = [item.label]
+    if item.genres:
+        parts.append(", ".join(item.genres[:3]))
+    if item.directors:
+        parts.append("directed by " + ", ".join(item.directors[:2]))
+    if item.cast:
+        parts.append("starring " + ", ".join(item.cast[: 2 if short else 4]))
+    if not short and item.writers:
+        parts.append("written by " + ", ".join(item.writers[:2]))
+    return "; ".join(parts)
+
+
+def _first_sentence(text: str) -> str:
+    text = re.sub(r"\s+", " ", text).strip().strip('"')
+    match = re.match(r"(.+?[.!?])(\s|$)", text)
+    return (match.group(1) if match else text)[:300]
+
+
+def _facts_of(check: ClaimCheck, item: Item, catalog: Catalog) -> dict[str, tuple[str, ...]]:
+    """The supported claims of an accepted explanation, keyed like Item.facts() (plus "liked")."""
+    facts: dict[str, tuple[str, ...]] = {}
+    for claim in check.supported:
+        if claim.kind == "movie":
+            if claim.value == item.item_id:
+                continue
+            key, value = "liked", catalog[claim.value].label
+        elif claim.kind == "person":
+            key = "director" if claim.value in item.directors else "starring" if claim.value in item.cast else "writer"
+            value = claim.value
+        else:
+            key, value = claim.kind, claim.value
+        facts[key] = (*facts.get(key, ()), value)
+    return facts
+
+
+@contextmanager
+def _stage(trace: Trace, name: str) -> Iterator[None]:
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        trace.timings[name] = round(trace.timings.get(name, 0.0) + time.perf_counter() - started, 4)

@@ -1,0 +1,144 @@
+"""Immutable value types passed between the parts of a chat turn.
+
+    TurnRequest ──run_turn──▶ TurnResult(reply, recommendations, memory, trace)
+
+`SessionState` is the session memory U(t); `Signals` is what one user message X(t) says; `agent.memory.update`
+computes U(t) = f(U(t-1), X(t)).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+Opinion = str
+"""One of "liked", "disliked", "neutral" (mentioned without saying)."""
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What the user asked the recommendations to satisfy. Empty means no constraint."""
+
+    genres: tuple[str, ...] = ()
+    """Wanted genres (catalog genre names, e.g. "Comedy"); a soft preference."""
+    excluded_genres: tuple[str, ...] = ()
+    """Genres the user does not want; a hard filter."""
+    min_year: int | None = None
+    """Earliest release year allowed; a hard filter."""
+    max_year: int | None = None
+    """Latest release year allowed; a hard filter."""
+    people: tuple[str, ...] = ()
+    """Wanted people (directors, cast, writers, as named in the catalog); a soft preference."""
+
+    def is_empty(self) -> bool:
+        return self == Constraints()
+
+
+@dataclass(frozen=True)
+class Signals:
+    """What one user message says, as understood against the catalog and the memory."""
+
+    opinions: tuple[tuple[str, Opinion], ...] = ()
+    """(item_id, opinion) for each catalog item the message mentions or refers to, in order."""
+    seen: tuple[str, ...] = ()
+    """Items the user says they have already seen (not recommended again)."""
+    constraints: Constraints = Constraints()
+    """Constraints stated in this message; merged into the memory's constraints."""
+    clear_constraints: bool = False
+    """The user asked to drop earlier constraints ("anything is fine", "forget the filters")."""
+    unmatched_titles: tuple[str, ...] = ()
+    """Quoted or capitalised phrases that looked like titles but matched nothing in the catalog."""
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One exchange kept in the memory's recent history."""
+
+    user: str
+    reply: str
+    recommended: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SessionState:
+    """The session memory U(t). Item sets are tuples in first-seen order, so the state is hashable and stable."""
+
+    session_id: str
+    liked: tuple[str, ...] = ()
+    disliked: tuple[str, ...] = ()
+    """Rejected items: said they disliked them, or turned a recommendation down. Never recommended."""
+    neutral: tuple[str, ...] = ()
+    """Mentioned without an opinion (e.g. "have you seen X?")."""
+    seen: tuple[str, ...] = ()
+    recommended: tuple[str, ...] = ()
+    """Everything recommended so far, in order. Never recommended again."""
+    last_recommended: tuple[str, ...] = ()
+    """The most recent list, in rank order: what "that one" or "the second one" refers to."""
+    constraints: Constraints = Constraints()
+    turns: tuple[Turn, ...] = ()
+    """The most recent turns (bounded, see memory.MAX_TURNS)."""
+    turn_count: int = 0
+
+    def excluded(self) -> set[str]:
+        """Item ids that must not be recommended: mentioned, seen, rejected or already recommended."""
+        return {*self.liked, *self.disliked, *self.neutral, *self.seen, *self.recommended}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SessionState:
+        constraints = Constraints(**{k: _tuple(v) if isinstance(v, list) else v
+                                     for k, v in data.get("constraints", {}).items()})
+        turns = tuple(Turn(t["user"], t["reply"], tuple(t.get("recommended", ()))) for t in data.get("turns", ()))
+        plain = {k: _tuple(v) for k, v in data.items() if k not in {"constraints", "turns", "session_id", "turn_count"}}
+        return cls(session_id=data["session_id"], constraints=constraints, turns=turns,
+                   turn_count=int(data.get("turn_count", 0)), **plain)
+
+
+def _tuple(value: Any) -> tuple:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A retrieved item with the score and sources that put it in the list."""
+
+    item_id: str
+    score: float
+    sources: tuple[str, ...] = ()
+    """Which generators proposed it: "dense", "cooccurrence", "popularity"."""
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    item_id: str
+    title: str
+    year: int | None
+    rank: int
+    explanation: str
+    facts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The facts of this item the explanation used (subset of Item.facts(), plus "liked" for shared-with titles)."""
+
+
+@dataclass
+class Trace:
+    """How the turn was produced: time per stage (seconds), engine, model and every fallback taken."""
+
+    timings: dict[str, float] = field(default_factory=dict)
+    engine: str = ""
+    model: str = ""
+    fallbacks: list[str] = field(default_factory=list)
+    candidates: int = 0
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    session_id: str
+    reply: str
+    recommendations: tuple[Recommendation, ...]
+    memory: SessionState
+    trace: Trace
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""Offline evaluation (see the "Offline evaluation" issue; not built yet)."""

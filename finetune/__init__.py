@@ -1,0 +1,1 @@
+"""LoRA fine-tuning (see the "LoRA fine-tuning" issue; not built yet)."""

@@ -1,0 +1,1 @@
+"""Catalog, dataset readers, embeddings, the Chroma index and the candidate generators."""

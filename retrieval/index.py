@@ -1,0 +1,101 @@
+"""The persistent Chroma collection of catalog embeddings (cosine space), built idempotently.
+
+`build_index` embeds every item's document (label + description) and stores it with its metadata. The collection
+records the catalog's fingerprint and the embedder's name; when both match, nothing is rebuilt. One process owns
+an index directory at a time (Chroma's PersistentClient is not multi-process safe; see platform-notes.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from retrieval.catalog import Catalog, Item
+from retrieval.embeddings import Embedder
+
+BATCH = 256
+
+
+def item_document(item: Item) -> str:
+    """The text embedded for an item."""
+    return f"{item.label}. {item.description}".strip()
+
+
+@dataclass(frozen=True)
+class IndexStatus:
+    collection: str
+    count: int
+    rebuilt: bool
+    seconds: float
+
+
+class ChromaIndex:
+    """Nearest catalog items to a query vector."""
+
+    def __init__(self, index_dir: Path, catalog: Catalog) -> None:
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        index_dir.mkdir(parents=True, exist_ok=True)
+        self.client = chromadb.PersistentClient(path=str(index_dir),
+                                                settings=ChromaSettings(anonymized_telemetry=False))
+        self.name = "catalog-" + hashlib.sha1(catalog.source.encode()).hexdigest()[:10]
+        self.collection = self.client.get_or_create_collection(self.name, metadata={"hnsw:space": "cosine"})
+
+    def is_current(self, catalog: Catalog, embedder: Embedder) -> bool:
+        meta = self.collection.metadata or {}
+        return (meta.get("fingerprint") == catalog.fingerprint() and meta.get("embedder") == embedder.name
+                and self.collection.count() == len(catalog))
+
+    def query(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
+        """(item_id, cosine similarity), best first."""
+        n = min(n, self.collection.count())
+        if n == 0:
+            return []
+        result = self.collection.query(query_embeddings=[vector.tolist()], n_results=n, include=["distances"])
+        return [(i, 1.0 - d) for i, d in zip(result["ids"][0], result["distances"][0], strict=True)]
+
+    def vectors(self, item_ids: list[str]) -> dict[str, np.ndarray]:
+        if not item_ids:
+            return {}
+        got = self.collection.get(ids=item_ids, include=["embeddings"])
+        return {i: np.asarray(v, dtype=np.float32) for i, v in zip(got["ids"], got["embeddings"], strict=True)}
+
+
+def build_index(catalog: Catalog, embedder: Embedder, index_dir: Path, *, progress: bool = True,
+                force: bool = False) -> tuple[ChromaIndex, IndexStatus]:
+    """Open the index for `catalog`, (re)building it only when the catalog or the embedder changed."""
+    started = time.perf_counter()
+    index = ChromaIndex(index_dir, catalog)
+    if not force and index.is_current(catalog, embedder):
+        return index, IndexStatus(index.name, index.collection.count(), False, time.perf_counter() - started)
+    index.client.delete_collection(index.name)
+    index.collection = index.client.create_collection(index.name, metadata={"hnsw:space": "cosine"})
+    items = list(catalog)
+    bar = tqdm(total=len(items), desc="indexing catalog", unit="item", disable=not progress)
+    for start in range(0, len(items), BATCH):
+        batch = items[start:start + BATCH]
+        index.collection.upsert(
+            ids=[item.item_id for item in batch],
+            embeddings=embedder.embed([item_document(item) for item in batch]).tolist(),
+            metadatas=[_metadata(item) for item in batch],
+            documents=[item_document(item) for item in batch],
+        )
+        bar.update(len(batch))
+    bar.close()
+    # Written last: an interrupted build has no fingerprint and is rebuilt next time.
+    index.collection.modify(metadata={"hnsw:space": "cosine", "fingerprint": catalog.fingerprint(),
+                                      "embedder": embedder.name})
+    return index, IndexStatus(index.name, index.collection.count(), True, time.perf_counter() - started)
+
+
+def _metadata(item: Item) -> dict[str, str | int]:
+    meta: dict[str, str | int] = {"title": item.title, "genres": "|".join(item.genres)}
+    if item.year:
+        meta["year"] = item.year
+    return meta

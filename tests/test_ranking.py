@@ -1,0 +1,92 @@
+"""Ranking validation, repair and fallback, with a fake engine that replays saved model answers."""
+
+import pytest
+
+from agent.engines import EngineError
+from agent.ranking import RankingError, parse_ranking, rank_candidates
+from prompts import render_prompt
+
+IDS = ["101", "102", "103", "104"]
+
+
+class ReplayEngine:
+    """Returns the queued answers in order (like simonw/llm's enqueue)."""
+
+    name = "replay"
+    model_name = "replay"
+
+    def __init__(self, *answers: str | Exception) -> None:
+        self.answers = list(answers)
+        self.calls: list = []
+
+    def generate(self, conversations, max_new_tokens):
+        self.calls.append(conversations)
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return [answer]
+
+
+def messages():
+    return render_prompt("rank", memory="Liked: none", conversation="User: hi", candidates="101: A", n=2)
+
+
+def test_valid_answer_is_parsed():
+    assert parse_ranking('{"ranking": ["103", "101"]}', IDS, 2) == ["103", "101"]
+
+
+def test_fenced_answer_with_prose_is_parsed():
+    assert parse_ranking('Sure!\n```json\n{"ranking": ["102", "104"]}\n```', IDS, 2) == ["102", "104"]
+
+
+@pytest.mark.parametrize("answer, message", [
+    ('{"ranking": ["101", "999"]}', "not among the candidates"),
+    ('{"ranking": ["101", "101"]}', "repeated"),
+    ('{"ranking": ["101"]}', "exactly 2"),
+    ('{"ranking": "101"}', "must be a list"),
+    ('{"ranking": ["10', "no JSON object"),
+    ("I recommend The Matrix", "no JSON object"),
+])
+def test_invalid_answers_are_refused_with_a_reason(answer, message):
+    with pytest.raises(RankingError, match=message):
+        parse_ranking(answer, IDS, 2)
+
+
+def test_invalid_answer_gets_one_repair_that_names_the_error():
+    engine = ReplayEngine('{"ranking": ["999", "101"]}', '{"ranking": ["104", "102"]}')
+    outcome = rank_candidates(engine, messages(), IDS, 2)
+    assert outcome.item_ids[:2] == ("104", "102") and outcome.notes == ("repaired",)
+    assert set(outcome.item_ids) == set(IDS)
+    repair_prompt = engine.calls[1][0][-1].content
+    assert "999" in repair_prompt and "not among the candidates" in repair_prompt
+
+
+def test_two_invalid_answers_fall_back_to_retrieval_order():
+    outcome = rank_candidates(ReplayEngine("nonsense", '{"ranking": ["1", "2"]}'), messages(), IDS, 2)
+    assert outcome.item_ids == tuple(IDS) and outcome.fell_back
+
+
+def test_engine_error_falls_back_to_retrieval_order():
+    outcome = rank_candidates(ReplayEngine(EngineError("down")), messages(), IDS, 2)
+    assert outcome.item_ids == tuple(IDS) and "engine error" in outcome.notes[0]
+
+
+def test_fewer_candidates_than_n_asks_for_all_of_them():
+    outcome = rank_candidates(ReplayEngine('{"ranking": ["102", "101"]}'), messages(), ["101", "102"], 5)
+    assert outcome.item_ids == ("102", "101") and outcome.notes == ("generated",)
+
+
+class FixedScores:
+    name = "scores"
+    model_name = "scores"
+
+    def generate(self, conversations, max_new_tokens):
+        raise AssertionError("a scoring engine is not asked to generate a ranking")
+
+    def score_choices(self, messages, prefix, choices):
+        return [{'101"': -3.0, '102"': -1.0, '103"': -2.0, '104"': -9.0}[c] for c in choices]
+
+
+def test_scoring_engine_ranks_by_likelihood():
+    outcome = rank_candidates(FixedScores(), messages(), IDS, 2)
+    assert outcome.item_ids == ("102", "103", "101", "104") and outcome.notes == ("scored",)

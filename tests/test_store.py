@@ -1,0 +1,55 @@
+import sqlite3
+import threading
+
+from agent import memory
+from agent.store import SqliteSessionStore
+from agent.types import SessionState, Signals
+
+
+def test_session_survives_reopening_the_file(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    state = memory.update(SessionState("abc"), Signals(opinions=(("m1", "liked"),)))
+    SqliteSessionStore(path).save(state, turn={"user": "hi", "reply": "yo", "recommended": []})
+    reopened = SqliteSessionStore(path)
+    assert reopened.load("abc") == state
+    assert reopened.history("abc")[0]["user"] == "hi"
+
+
+def test_database_uses_wal(tmp_path):
+    SqliteSessionStore(tmp_path / "s.sqlite3")
+    mode = sqlite3.connect(tmp_path / "s.sqlite3").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_forget_leaves_no_row_behind(tmp_path):
+    path = tmp_path / "s.sqlite3"
+    store = SqliteSessionStore(path)
+    store.save(SessionState("gone"), turn={"user": "a", "reply": "b"})
+    store.save(SessionState("kept"), turn={"user": "c", "reply": "d"})
+    assert store.forget("gone") is True
+    db = sqlite3.connect(path)
+    assert db.execute("SELECT count(*) FROM sessions WHERE session_id='gone'").fetchone()[0] == 0
+    assert db.execute("SELECT count(*) FROM turns WHERE session_id='gone'").fetchone()[0] == 0
+    assert store.load("kept") is not None
+    assert store.forget("gone") is False
+
+
+def test_unknown_session_loads_as_none(tmp_path):
+    assert SqliteSessionStore(tmp_path / "s.sqlite3").load("nope") is None
+
+
+def test_concurrent_updates_to_one_session_lose_nothing(tmp_path):
+    store = SqliteSessionStore(tmp_path / "s.sqlite3")
+
+    def worker(k: int) -> None:
+        with store.locked("shared"):
+            state = store.load("shared") or SessionState("shared")
+            store.save(memory.record(state, f"u{k}", "r", (f"item{k}",)), turn={"user": f"u{k}", "reply": "r"})
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    final = store.load("shared")
+    assert final.turn_count == 16 and len(final.recommended) == 16 and len(store.history("shared")) == 16

@@ -1,0 +1,174 @@
+"""The `convrec` command line: chat, ask, index, memory, forget.
+
+Errors become one-line messages here, at the edge (exit status 2 for bad input, 1 for anything else); set
+CONVREC_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import uuid
+
+from agent.config import Settings
+
+
+class UsageError(Exception):
+    """A request the user can fix (unknown session, bad catalog, ...): printed as `convrec: error: ...`."""
+
+
+def main(argv: list[str] | None = None) -> int:
+    _quiet_libraries()
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except KeyboardInterrupt:
+        return 130
+    except Exception as error:  # the edge: every failure becomes a message
+        if os.environ.get("CONVREC_DEBUG"):
+            raise
+        print(f"convrec: error: {_describe(error)}", file=sys.stderr)
+        return 2 if _is_users_fault(error) else 1
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, db_path=args.db,
+                             catalog=args.catalog, model=args.model, embedding_model=args.embedding_model,
+                             n=getattr(args, "n", None))
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from agent.build import load_settings_catalog
+    from agent.models import resolve_embedder
+    from retrieval.embeddings import SentenceTransformerEmbedder
+    from retrieval.index import build_index
+
+    settings = _settings(args)
+    catalog = load_settings_catalog(settings)
+    embedder = SentenceTransformerEmbedder(resolve_embedder(settings.embedding_model, settings.cache_dir),
+                                           name=settings.embedding_model)
+    _, status = build_index(catalog, embedder, settings.index_dir, progress=True, force=args.force)
+    verb = "built" if status.rebuilt else "up to date, not rebuilt"
+    print(f"index {status.collection}: {status.count} items, {verb} ({status.seconds:.1f}s) in {settings.index_dir}")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from agent.build import build_recommender
+
+    recommender, _ = build_recommender(_settings(args), progress=True)
+    result = recommender.run_turn(args.session, args.text)
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+    else:
+        print(result.reply)
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from agent.build import build_recommender
+    from agent.turn import InputError
+
+    sys.stdin.reconfigure(errors="surrogateescape")  # invalid UTF-8 gets a message, not a crash
+    session_id = args.session or uuid.uuid4().hex[:12]
+    print("loading models ...", file=sys.stderr)
+    started = time.perf_counter()
+    recommender, _ = build_recommender(_settings(args), progress=True)
+    print(f"ready in {time.perf_counter() - started:.1f}s. Session {session_id}. "
+          "Tell me what you like; /memory shows what I remember, /quit leaves.", file=sys.stderr)
+    while True:
+        try:
+            text = input("you> ")
+        except EOFError:
+            return 0
+        if text.strip() in ("/quit", "/exit"):
+            return 0
+        if text.strip() == "/memory":
+            state = recommender.sessions.load(session_id)
+            print(json.dumps(state.to_dict() if state else {}, indent=2, ensure_ascii=False))
+            continue
+        try:
+            result = recommender.run_turn(session_id, text)
+        except InputError as error:
+            print(f"convrec: {error}")
+            continue
+        print(f"convrec> {result.reply}\n   ({result.trace.timings['total']:.1f}s)")
+
+
+def cmd_memory(args: argparse.Namespace) -> int:
+    from agent.store import SqliteSessionStore
+
+    state = SqliteSessionStore(_settings(args).db_path).load(args.session)
+    if state is None:
+        raise UsageError(f"no session {args.session!r} (it was never used, or was forgotten)")
+    print(json.dumps(state.to_dict(), indent=2, ensure_ascii=False))
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace) -> int:
+    from agent.store import SqliteSessionStore
+
+    if not SqliteSessionStore(_settings(args).db_path).forget(args.session):
+        raise UsageError(f"no session {args.session!r}: nothing to forget")
+    print(f"forgot session {args.session}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="convrec", description="An LLM-driven conversational recommender.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="folder with redial/ and movietweetings/ (env CONVREC_DATA_DIR)")
+    common.add_argument("--cache-dir", help="models and index cache (env CONVREC_CACHE_DIR)")
+    common.add_argument("--db", help="SQLite session store (env CONVREC_DB)")
+    common.add_argument("--catalog", help='"redial" (default) or a CSV/JSONL catalog file')
+    common.add_argument("--model", help="LLM: default smollm2-135m-instruct, a local folder or a hub id")
+    common.add_argument("--embedding-model", help="embedder: default all-minilm-l6-v2, a local folder or a hub id")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.set_defaults(command=handler)
+        return sub
+
+    chat = command("chat", cmd_chat, "chat interactively")
+    chat.add_argument("--session", help="resume this session (default: a new one)")
+    chat.add_argument("-n", type=int, help="recommendations per turn (default 5)")
+    ask = command("ask", cmd_ask, "one turn, non-interactive")
+    ask.add_argument("--session", required=True, help="session id (created when new)")
+    ask.add_argument("--json", action="store_true", help="print the whole TurnResult as JSON")
+    ask.add_argument("-n", type=int, help="recommendations per turn (default 5)")
+    ask.add_argument("text", help="what the user says")
+    index = command("index", cmd_index, "build the vector index (skipped when the catalog is unchanged)")
+    index.add_argument("--force", action="store_true", help="rebuild even when unchanged")
+    memory = command("memory", cmd_memory, "show what a session remembers")
+    memory.add_argument("--session", required=True)
+    forget = command("forget", cmd_forget, "delete everything stored for a session")
+    forget.add_argument("--session", required=True)
+    return parser
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")
+
+
+def _is_users_fault(error: Exception) -> bool:
+    from agent.turn import InputError
+    from retrieval.catalog import CatalogError
+
+    return isinstance(error, (UsageError, InputError, CatalogError, ValueError, FileNotFoundError))
+
+
+def _describe(error: Exception) -> str:
+    text = str(error) or type(error).__name__
+    return text.encode("utf-8", "replace").decode("utf-8")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

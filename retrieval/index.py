@@ -1,13 +1,14 @@
 """The persistent Chroma collection of catalog embeddings (cosine space), built idempotently.
 
 `build_index` embeds every item's document (label + description) and stores it with its metadata. The collection
-records the catalog's fingerprint and the embedder's name; when both match, nothing is rebuilt. One process owns
+is stamped (a JSON file beside it) with the catalog's fingerprint and the embedder's name; when both match, nothing is rebuilt. One process owns
 an index directory at a time (Chroma's PersistentClient is not multi-process safe; see platform-notes.md).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,15 +43,26 @@ class ChromaIndex:
         from chromadb.config import Settings as ChromaSettings
 
         index_dir.mkdir(parents=True, exist_ok=True)
+        self.index_dir = index_dir
         self.client = chromadb.PersistentClient(path=str(index_dir),
                                                 settings=ChromaSettings(anonymized_telemetry=False))
         self.name = "catalog-" + hashlib.sha1(catalog.source.encode()).hexdigest()[:10]
         self.collection = self.client.get_or_create_collection(self.name, metadata={"hnsw:space": "cosine"})
 
+    @property
+    def stamp_path(self) -> Path:
+        """What the collection was built from, written only after a complete build."""
+        return self.index_dir / f"{self.name}.json"
+
+    def stamp(self, catalog: Catalog, embedder: Embedder) -> dict[str, object]:
+        return {"fingerprint": catalog.fingerprint(), "embedder": embedder.name, "count": len(catalog)}
+
     def is_current(self, catalog: Catalog, embedder: Embedder) -> bool:
-        meta = self.collection.metadata or {}
-        return (meta.get("fingerprint") == catalog.fingerprint() and meta.get("embedder") == embedder.name
-                and self.collection.count() == len(catalog))
+        try:
+            recorded = json.loads(self.stamp_path.read_text())
+        except (OSError, ValueError):
+            return False
+        return recorded == self.stamp(catalog, embedder) and self.collection.count() == len(catalog)
 
     def query(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
         """(item_id, cosine similarity), best first."""
@@ -74,6 +86,7 @@ def build_index(catalog: Catalog, embedder: Embedder, index_dir: Path, *, progre
     index = ChromaIndex(index_dir, catalog)
     if not force and index.is_current(catalog, embedder):
         return index, IndexStatus(index.name, index.collection.count(), False, time.perf_counter() - started)
+    index.stamp_path.unlink(missing_ok=True)
     index.client.delete_collection(index.name)
     index.collection = index.client.create_collection(index.name, metadata={"hnsw:space": "cosine"})
     items = list(catalog)
@@ -88,9 +101,8 @@ def build_index(catalog: Catalog, embedder: Embedder, index_dir: Path, *, progre
         )
         bar.update(len(batch))
     bar.close()
-    # Written last: an interrupted build has no fingerprint and is rebuilt next time.
-    index.collection.modify(metadata={"hnsw:space": "cosine", "fingerprint": catalog.fingerprint(),
-                                      "embedder": embedder.name})
+    # Written last: an interrupted build has no stamp and is rebuilt next time.
+    index.stamp_path.write_text(json.dumps(index.stamp(catalog, embedder)))
     return index, IndexStatus(index.name, index.collection.count(), True, time.perf_counter() - started)
 
 

@@ -33,6 +33,8 @@ class Settings:
     """Folder holding redial/ and movietweetings/ (env CONVREC_DATA_DIR, flag --data-dir)."""
     cache_dir: Path = field(default_factory=_default_cache_dir)
     """Converted models and the Chroma index (env CONVREC_CACHE_DIR, flag --cache-dir)."""
+    index_dir: Path | None = None
+    """Chroma index folder (env CONVREC_INDEX_DIR, flag --index-dir); default <cache_dir>/index."""
     db_path: Path | None = None
     """SQLite session store (env CONVREC_DB, flag --db); default <cache_dir>/sessions.sqlite3."""
     catalog: str | None = None
@@ -54,16 +56,14 @@ class Settings:
 
     @classmethod
     def from_env(cls, **overrides) -> Settings:
-        settings = cls(**{k: v for k, v in overrides.items() if v is not None})
-        if "model" not in overrides or overrides["model"] is None:
+        """Defaults, then environment variables, then the given overrides (None means "not given")."""
+        given = {k: v for k, v in overrides.items() if v is not None}
+        settings = cls(**given)
+        if "model" not in given:
             settings.model = os.environ.get("CONVREC_MODEL", settings.model)
-        if settings.db_path is None:
-            env_db = os.environ.get("CONVREC_DB")
-            settings.db_path = Path(env_db) if env_db else settings.cache_dir / "sessions.sqlite3"
         settings.data_dir = Path(settings.data_dir)
         settings.cache_dir = Path(settings.cache_dir)
+        settings.index_dir = Path(settings.index_dir or os.environ.get("CONVREC_INDEX_DIR")
+                                  or settings.cache_dir / "index")
+        settings.db_path = Path(settings.db_path or os.environ.get("CONVREC_DB") or settings.cache_dir / "sessions.sqlite3")
         return settings
-
-    @property
-    def index_dir(self) -> Path:
-        return self.cache_dir / "index"

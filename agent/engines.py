@@ -6,7 +6,7 @@
 
 `TransformersEngine` runs the model on the CPU (or a GPU) with transformers, optionally with a PEFT LoRA adapter.
 Scoring gives a ranking that can only contain the candidates: each candidate's id is scored as the continuation of
-the answer prefix, from one shared prefill. Engines without `score_choices` generate the answer and the turn
+the answer prefix, on one shared prefill. Engines without `score_choices` generate the answer and the turn
 validates it (see agent/ranking.py).
 
 Errors: `EngineError` (the engine failed or is unavailable) is the one exception the turn turns into a fallback.
@@ -93,19 +93,32 @@ class TransformersEngine:
         return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
     def score_choices(self, messages: Sequence[BaseMessage], prefix: str, choices: Sequence[str]) -> list[float]:
-        """Log-probability of each choice (a string, e.g. an item id plus its closing quote) after prompt+prefix."""
+        """Log-probability of each choice (e.g. an item id plus its closing quote) after prompt + prefix.
+
+        Two forward passes whatever the number of choices: one prefill of the shared context, then every choice at
+        once, packed into one sequence whose attention mask lets each choice see the context and itself only.
+        """
         torch = self._torch
         context = self._encode_prompt(messages) + self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
         encoded = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
-        width = max(len(e) for e in encoded)
-        tokens = torch.tensor([e + [self.tokenizer.pad_token_id] * (width - len(e)) for e in encoded])
-        mask = torch.tensor([[1] * len(e) + [0] * (width - len(e)) for e in encoded])
+        packed = [token for ids in encoded for token in ids]
+        starts = [sum(len(e) for e in encoded[:k]) for k in range(len(encoded))]
+        width = len(context) + len(packed)
+        mask = torch.zeros(1, 1, len(packed), width, dtype=torch.bool)
+        mask[..., : len(context)] = True
+        positions = []
+        for start, ids in zip(starts, encoded, strict=True):
+            for j in range(len(ids)):
+                mask[0, 0, start + j, len(context) + start: len(context) + start + j + 1] = True
+            positions += range(len(context), len(context) + len(ids))
         with self._lock, torch.inference_mode():
             out = self.model(torch.tensor([context]), use_cache=True)
-            cache = out.past_key_values
-            cache.batch_repeat_interleave(len(choices))
-            attention = torch.cat([torch.ones(len(choices), len(context), dtype=mask.dtype), mask], dim=1)
-            follow = self.model(tokens, past_key_values=cache, attention_mask=attention, use_cache=False)
-        first = torch.log_softmax(out.logits[0, -1], dim=-1)[tokens[:, 0]]
-        rest = torch.log_softmax(follow.logits[:, :-1], dim=-1).gather(2, tokens[:, 1:, None])[..., 0]
-        return (first + (rest * mask[:, 1:]).sum(dim=1)).tolist()
+            first = torch.log_softmax(out.logits[0, -1], dim=-1)
+            follow = self.model(torch.tensor([packed]), past_key_values=out.past_key_values, attention_mask=mask,
+                                position_ids=torch.tensor([positions]), use_cache=False)
+            logprobs = torch.log_softmax(follow.logits[0], dim=-1)
+        scores = []
+        for start, ids in zip(starts, encoded, strict=True):
+            rest = sum(logprobs[start + j - 1, ids[j]].item() for j in range(1, len(ids)))
+            scores.append(first[ids[0]].item() + rest)
+        return scores

@@ -3,7 +3,8 @@
 A *claim* is a concrete, checkable statement in an explanation: a person (any name the catalog knows), a genre, a
 year or decade, a country, a language, or another movie ("like The Matrix"). A claim is supported when it is one of
 the item's own facts — or, for another movie, when the user liked it and it shares a fact with the item.
-Everything else is unsupported. `FactChecker.check` is what the turn uses to accept or replace an LLM explanation,
+Everything else is unsupported, and so is every word that neither the facts nor a short list of connectives
+(CONNECTIVES) license: "a film that captivated audiences worldwide" makes claims no fact supports. `FactChecker.check` is what the turn uses to accept or replace an LLM explanation,
 and what the offline evaluation reports as faithfulness.
 """
 
@@ -29,7 +30,24 @@ GENRE_WORDS = {
 }
 """Words that claim a genre. None: a genre-like claim no catalog fact can support (always unsupported)."""
 
+CONNECTIVES = frozenset("""
+a an the and or but nor so yet also too as at by for from in into of on to with without about than then
+it its it's this that these those there here which who whom whose what where when while if because since both
+is are was were be been being has have had do does did will would can could may might should must shall
+you you'd you'll you're you've your yours we our us i me my
+like liked likes love loved loves enjoy enjoys fan fans
+film films movie movies picture story
+directed direct director directors directing starring stars star starred features featuring feature cast
+written writer writers wrote screenplay co-written co-directed made released release year years
+same another other more most similar shares share sharing common again just only one ones
+genre genres mix blend combination combines combining language country
+recommend recommended recommendation pick picks choice suggest suggestion worth watch watching try
+""".split())
+"""Words an explanation may use freely: function words and the vocabulary of citing facts. Every other word must
+come from the item's facts, its title or the title of a movie the user liked, or it counts as an unsupported claim."""
+
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
+_YEAR_AFTER_TITLE = re.compile(r"\s*\(\s*\d{4}\s*\)|\s+\d{4}\b")
 _DECADE = re.compile(r"\b(?:(1[89]|20)(\d)0s|'?(\d)0s)\b")
 _WORD = re.compile(r"[\w'-]+")
 
@@ -68,7 +86,10 @@ class FactChecker:
             self.languages.update({lang.casefold(): lang for lang in item.languages})
 
     def find_claims(self, text: str) -> list[Claim]:
-        """Every concrete claim in `text`, in a stable order."""
+        """Every concrete claim in `text`, in a stable order. A movie title (and the year written after it) is one
+        claim, so words inside "Scary Movie (2000)" claim neither a genre nor a year."""
+        mentions = self.matcher.find(text)
+        text = _blank_titles(text, mentions)
         lowered = text.casefold()
         words = _WORD.findall(lowered)
         grams = sorted({" ".join(words[i:i + size]) for size in (1, 2, 3, 4) for i in range(len(words) - size + 1)})
@@ -78,14 +99,42 @@ class FactChecker:
         claims += [Claim("genre", GENRE_WORDS[g] or g) for g in grams if g in GENRE_WORDS]
         claims += [Claim("year", y) for y in sorted(set(_YEAR.findall(text)))]
         claims += [Claim("decade", d) for d in sorted({m.group(0) for m in _DECADE.finditer(lowered)})]
-        claims += [Claim("movie", m.item_id) for m in self.matcher.find(text)]
+        claims += [Claim("movie", m.item_id) for m in mentions]
         return list(dict.fromkeys(claims))
 
     def check(self, text: str, item: Item, state: SessionState) -> ClaimCheck:
+        """Sort the claims of `text` into supported and unsupported; words no fact licenses are unsupported too."""
         supported, unsupported = [], []
         for claim in self.find_claims(text):
             (supported if _supports(claim, item, state, self.catalog) else unsupported).append(claim)
+        licensed = CONNECTIVES | self._licensed_words(item, state)
+        for word in dict.fromkeys(_WORD.findall(_blank_titles(text, self.matcher.find(text)).casefold())):
+            parts = [p for p in word.split("-") if p.strip("'")]
+            if parts and word not in licensed and not all(p in licensed or _YEAR.fullmatch(p) for p in parts):
+                unsupported.append(Claim("unverified", word))
         return ClaimCheck(tuple(supported), tuple(unsupported))
+
+    def _licensed_words(self, item: Item, state: SessionState) -> set[str]:
+        """Words of the item's facts and title, the titles the user liked, and the genre words its genres allow."""
+        texts = [item.title, *(v for values in item.facts().values() for v in values)]
+        texts += [self.catalog[i].title for i in state.liked if i in self.catalog]
+        words = {w for t in texts for w in _WORD.findall(t.casefold())}
+        words |= {word for word, genre in GENRE_WORDS.items() if genre in item.genres}
+        if item.year:
+            words |= {f"{item.year % 100 // 10}0s", f"{item.year // 10}0s", f"'{item.year % 100 // 10}0s"}
+        return words
+
+
+def _blank_titles(text: str, mentions: list) -> str:
+    """`text` with each title mention, and a year written right after it, replaced by spaces."""
+    chars = list(text)
+    for mention in mentions:
+        end = mention.end
+        year = _YEAR_AFTER_TITLE.match(text, end)
+        if year:
+            end = year.end()
+        chars[mention.start:end] = " " * (end - mention.start)
+    return "".join(chars)
 
 
 def _supports(claim: Claim, item: Item, state: SessionState, catalog: Catalog) -> bool:

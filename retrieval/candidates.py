@@ -1,7 +1,7 @@
 """Candidate generation: dense retrieval, item co-occurrence and popularity, fused by weighted reciprocal rank.
 
     HybridRetriever.candidates(query, n)
-      dense         Chroma neighbours of (the user's words + the items they liked)
+      dense         Chroma neighbours of (the user's words, when they carry content, + the items they liked)
       cooccurrence  items mentioned in the same training dialogues as the liked items
       popularity    most-mentioned items in the training dialogues (cold start)
       constraints   items matching the wanted genres / people, by popularity
@@ -49,6 +49,9 @@ class FusionConfig:
     """Weight of popularity (mainly a cold-start prior)."""
     constraints: float = 1.0
     """Weight of the list of items matching wanted genres/people."""
+    dense_min_similarity: float = 0.4
+    """The user's words steer dense retrieval only when their best match is at least this similar (cosine).
+    Below it the text carries no content (MiniLM: "hello" ~0.35, "a western with Clint Eastwood" ~0.62)."""
     rrf_k: int = 60
     """The k of reciprocal rank fusion: score = sum(weight / (k + rank))."""
     depth: int = 200
@@ -127,7 +130,10 @@ class HybridRetriever:
             return []
         parts = []
         if query.text.strip():
-            parts.append(self.embedder.embed([query.text])[0])
+            text_vector = self.embedder.embed([query.text])[0]
+            best = self.index.query(text_vector, 1)
+            if best and best[0][1] >= self.config.dense_min_similarity:
+                parts.append(text_vector)
         liked = self.index.vectors([i for i in query.liked if i in self.catalog])
         parts.extend(liked.values())
         if not parts:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, db_path=args.db,
+    return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, index_dir=args.index_dir, db_path=args.db,
                              catalog=args.catalog, model=args.model, embedding_model=args.embedding_model,
                              n=getattr(args, "n", None))
 
@@ -59,8 +59,12 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     from agent.build import build_recommender
+    from agent.turn import check_message, check_session_id
 
-    recommender, _ = build_recommender(_settings(args), progress=True)
+    settings = _settings(args)
+    check_message(args.text, settings.max_message_chars)  # bad input fails before any model loads
+    check_session_id(args.session)
+    recommender, _ = build_recommender(settings, progress=True)
     result = recommender.run_turn(args.session, args.text)
     if args.json:
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
@@ -123,6 +127,7 @@ def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help="folder with redial/ and movietweetings/ (env CONVREC_DATA_DIR)")
     common.add_argument("--cache-dir", help="models and index cache (env CONVREC_CACHE_DIR)")
+    common.add_argument("--index-dir", help="Chroma index folder (env CONVREC_INDEX_DIR)")
     common.add_argument("--db", help="SQLite session store (env CONVREC_DB)")
     common.add_argument("--catalog", help='"redial" (default) or a CSV/JSONL catalog file')
     common.add_argument("--model", help="LLM: default smollm2-135m-instruct, a local folder or a hub id")

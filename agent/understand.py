@@ -1,0 +1,781 @@
+"""What one user message says, read against the catalog and the memory: `understand(...)` → `Signals`.
+
+Pure and deterministic, no model calls; any input is tolerated (only the first MAX_CHARS characters are read).
+
+Mentions. Catalog titles come from `TitleMatcher.find`; a quoted phrase that `find` missed is tried with
+`TitleMatcher.lookup`, and reported in `unmatched_titles` when that fails too. A title shared by several
+versions resolves to the version in `state.last_recommended` when there is one.
+
+References to the last recommendations (`state.last_recommended`, rank order), only when there is such a list:
+"the first one", "the second", "2nd one", "#2", "number 2", "option 2", "the last one" → that rank (ignored
+past the end of the list); "that one", "this one", "that movie" → the top item; "both" → the top two; "all of
+them", "all three", "them all" → the whole list; "none of them/those/these", "neither" → all (neither: the top
+two) disliked. "it", "that" (ending a clause) and "they/them/those/these" count only in a clause that says an
+opinion or "seen" and names no title: they refer to the nearest title or reference earlier in the message,
+else to the top item ("it", "that") or the whole list (plural).
+
+Opinion of each mention or reference, from the clause around it. Clauses split at . , ; ! ? new lines and at
+"but", "although", "though", "however", "whereas", "while" ("anything but" does not split). Titles are masked
+before cue words are read, so "Love Actually" says nothing. The cue nearest to the mention wins (a longer cue
+hides the shorter cues inside it: "not a fan of" over "fan of", "any good" over "good"):
+- liked: love, like, enjoy, favourite, great, good, best, fun, "a fan of", "something like", "similar to", "in
+  the mood for", "reminds me of", ...;
+- disliked: hate, dislike, boring, awful, terrible, worst, bad, overrated, "couldn't stand", "didn't care
+  for", "anything but", "except", "other than", "too long", ...;
+- neutral: "have you seen", "heard of", "on my list", "want to see", "what about", "any good", "haven't seen",
+  ...
+A negation ("not", "never", "-n't") up to two words before a liked/disliked cue flips it ("didn't love" →
+disliked, "not bad" → liked). No cue: neutral when the clause is a question or says "seen", else the default —
+liked for a title (ReDial seekers mostly name movies they like, and "something like X" is the usual request)
+and neutral for a reference. A clause that says an opinion but names nothing speaks of the title just before
+it when that title's own clause said none ("I have seen X, but not a fan"). One message, one opinion per item:
+the last liked/disliked one, else neutral.
+
+Seen: a clause with "seen", "saw", "watched" or "already" that is not negated ("haven't seen") and not a
+question to the recommender ("have you seen") marks its mentions and references as seen.
+
+Constraints (titles masked first, so "Scary Movie" is no genre and "2001: A Space Odyssey" no year):
+- genres: the catalog's own genre names (and plurals), plus synonyms mapped to genres that exist in the
+  catalog ("funny"/"comedies" → Comedy, "scary" → Horror, "sci-fi"/"science fiction" → Sci-Fi,
+  "animated"/"cartoon" → Animation, "romantic" → Romance, "rom-com" → Romance + Comedy, "kids"/"family" →
+  Family, ...). A genre is excluded when a negation leads to it through filler words ("no horror", "nothing
+  too scary", "not a comedy", "don't want anything scary", "hate horror", "not in the mood for horror",
+  "anything but horror") or it "is not my thing"; excluded wins over wanted in the same message.
+- years: bounds are inclusive. "after/since/from N on/newer than N/N or later/nothing before N" → min_year N;
+  "before/older than/prior to/earlier than N" → max_year N − 1 (strictly before); "until/up to/no later than/
+  nothing after N/N or earlier" → max_year N; "between N and M", "N-M", "from N to M" → N..M; "from N", "in N"
+  after movie words, "made/released in N", "N movies" → N..N; decades "the 90s", "90's", "1990s", "nineties" →
+  1990..1999 ("early" 0–3, "mid" 3–6, "late" 6–9; "after the 90s" → min 2000, "before the 90s" → max 1989);
+  "recent", "newer", "latest", "new movies" → min_year = newest catalog year − 3; "old", "older", "classics",
+  "oldies", "black and white" → max_year 1979 (negated: "nothing old" → min_year 1980, "nothing recent" →
+  max_year newest − 4). Contradictory bounds (min > max) are dropped.
+- people: full names (two words or more) of the catalog's directors, cast and writers, case-insensitive and
+  word-bounded, possessive allowed ("Spielberg's"); a name of common words only ("Jack Black") must be
+  capitalised.
+- clear_constraints: "anything is fine", "anything goes", "no preference", "doesn't matter",
+  "forget/clear/drop the filters/constraints/preferences", "start over".
+"""
+
+from __future__ import annotations
+
+import re
+import weakref
+from dataclasses import dataclass
+from functools import lru_cache
+
+from agent.types import Constraints, Opinion, SessionState, Signals
+from retrieval.catalog import Catalog
+from retrieval.titles import COMMON_WORDS, TitleMatcher, normalize_title, normalize_word, split_year
+
+MAX_CHARS = 4000
+"""Only this much of a message is read."""
+OLD_MAX_YEAR = 1979
+"""What "old" and "classic" mean: released in or before this year."""
+RECENT_YEARS = 3
+"""What "recent" means: released in the catalog's newest RECENT_YEARS + 1 years."""
+
+LIKED, DISLIKED, NEUTRAL = "liked", "disliked", "neutral"
+_NEG = (
+    r"(?:not|never|hardly|barely|nor|\w+n't|dont|didnt|doesnt|wasnt|isnt|cant|couldnt|wouldnt|havent|hasnt"
+    r"|wont|arent|werent|aint)"
+)
+_NEGATION_BEFORE = re.compile(rf"\b{_NEG}\s+(?:\w+\s+){{0,2}}$")
+_CLAUSE_BREAK = re.compile(
+    r"[.;!?\n]+|,(?!\d)|\b(?<!anything )(?<!everything )but\b|\balthough\b|\bthough\b|\bhowever\b|\bwhereas\b"
+    r"|(?<!a )\bwhile\b"
+)
+_CUES = {
+    NEUTRAL: (
+        r"have you (?:ever )?(?:seen|watched|heard of)",
+        r"did you (?:see|watch)",
+        r"you (?:ever )?seen",
+        r"heard of",
+        r"heard (?:about|good things)",
+        r"on my (?:watch ?)?list",
+        r"my (?:watch ?)?list",
+        r"(?:want(?:ed)?|wanna|plan(?:ning)?|going|gonna) (?:to )?(?:see|watch)",
+        r"will (?:check|watch|look)",
+        r"check (?:it|that|them|those|this) out",
+        r"look into",
+        r"what about",
+        r"how about",
+        r"any good",
+        r"(?:is|was) (?:it|that|this) (?:any )?good",
+        r"what(?:'s| is) (?:it|that) about",
+        r"not sure",
+        r"(?:haven't|have not|havent|never|didn't|did not|didnt|not) (?:yet )?(?:seen|watched|saw|see|watch)",
+    ),
+    DISLIKED: (
+        r"hat(?:e|ed|es|ing)",
+        r"dislik(?:e|ed|es)",
+        r"boring|bored|awful|terrible|horrible|worst|bad",
+        r"sucked|sucks|stupid|dumb|lame|meh|overrated|annoying|garbage|trash|crap|cheesy",
+        r"disappointing|disappointed|disappointment|waste of time",
+        r"not for me",
+        r"(?:couldn't|could not|couldnt|can't|cannot|cant) stand",
+        r"(?:didn't|did not|didnt|don't|do not|dont) (?:\w+ )?care (?:much )?for",
+        r"not a (?:big )?fan",
+        r"anything (?:but|except)|except|other than",
+        r"too (?:long|slow|scary|violent|gory|sad|weird)",
+        r"fell asleep|turned it off|walked out",
+        r"(?:not|isn't|isnt|wasn't|wasnt|aren't) (?:really )?my (?:thing|cup of tea|style|type)",
+        r"(?:wasn't|was not|not) impressed",
+        r"sick of|tired of",
+    ),
+    LIKED: (
+        r"lov(?:e|ed|es|ing)",
+        r"lik(?:e|ed|es|ing)",
+        r"enjoy(?:ed|s|ing)?",
+        r"ador(?:e|ed|es)",
+        r"favou?rites?|favs?",
+        r"great|awesome|amazing|fantastic|excellent|brilliant|wonderful|incredible",
+        r"perfect|superb|masterpiece|good|best|fun|funny|hilarious|cool|nice|beautiful|solid|underrated",
+        r"(?:big |huge )?fan of",
+        r"(?:am|'m|im|really|so) into",
+        r"similar to|along the lines of",
+        r"in the mood for",
+        r"remind(?:s|ed)? me of",
+        r"same vibe as|such as|kind of like",
+        r"(?:something|movies|films) like",
+    ),
+}
+_CUE_PATTERNS = [(opinion, re.compile(rf"\b(?:{'|'.join(cues)})\b")) for opinion, cues in _CUES.items()]
+_SEEN = re.compile(r"\b(?:seen|saw|watched|already)\b")
+_ASKS = re.compile(r"\b(?:have|did|had) you\b|\byou (?:ever )?(?:seen|watched|saw)\b")
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Something a clause can hold an opinion about: a title mention or a reference to the last list."""
+
+    start: int
+    end: int
+    item_ids: tuple[str, ...]
+    default: Opinion
+    forced: Opinion | None = None
+
+
+@dataclass(frozen=True)
+class _Vocab:
+    """What `understand` reads from a catalog, computed once per catalog."""
+
+    genres: dict[str, str]
+    """Normalised genre name ("scifi") → the catalog's name ("Sci-Fi")."""
+    genre_patterns: list[tuple[re.Pattern, tuple[str, ...]]]
+    people: dict[tuple[str, ...], str]
+    newest_year: int | None
+    size: int
+
+
+def understand(text: str, state: SessionState, catalog: Catalog, matcher: TitleMatcher) -> Signals:
+    """The signals in one user message (rules in the module docstring)."""
+    text = _clip(text)
+    if not text.strip():
+        return Signals()
+    vocab = _vocab(catalog)
+    targets, unmatched = _title_targets(text, state, catalog, matcher)
+    masked = _mask(_lower(text), [(t.start, t.end) for t in targets])
+    clauses = _clause_spans(masked)
+    targets = _with_references(targets, masked, clauses, state)
+    opinions, seen = _judge(targets, masked, clauses)
+    return Signals(
+        opinions=opinions,
+        seen=seen,
+        constraints=_constraints(text, masked, vocab),
+        clear_constraints=bool(_CLEAR.search(masked)),
+        unmatched_titles=unmatched,
+    )
+
+
+def _clip(text: object) -> str:
+    if not isinstance(text, str):
+        return ""
+    return text[:MAX_CHARS].replace("\x00", " ")
+
+
+def _lower(text: str) -> str:
+    """Lower case with the same length (characters whose lower case is longer stay as they are), ’ as '."""
+    return (
+        "".join(ch.lower() if len(ch.lower()) == 1 else ch for ch in text).replace("’", "'").replace("‘", "'")
+    )
+
+
+def _clause_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each clause; the breaks themselves belong to no clause."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for match in _CLAUSE_BREAK.finditer(text):
+        if match.start() > start:
+            spans.append((start, match.start()))
+        start = match.end()
+    if start < len(text):
+        spans.append((start, len(text)))
+    return spans
+
+
+def _mask(text: str, spans: list[tuple[int, int]]) -> str:
+    """Titles replaced by underscores of the same length: cue words and genres inside titles are not read."""
+    chars = list(text)
+    for start, end in spans:
+        chars[start:end] = "_" * (end - start)
+    return "".join(chars)
+
+
+# --- titles -------------------------------------------------------------------------------------------------
+
+_QUOTED = re.compile(
+    r"\"([^\"\n]{1,80})\"|“([^”\n]{1,80})”|(?<!\w)'([^'\n]{1,80})'(?!\w)|‘([^’\n]{1,80})’(?!\w)"
+)
+
+
+def _title_targets(
+    text: str, state: SessionState, catalog: Catalog, matcher: TitleMatcher
+) -> tuple[list[_Target], tuple[str, ...]]:
+    """Title mentions (found, or quoted and looked up) and the quoted phrases that match nothing."""
+    recommended = _recommended_by_title(state, catalog)
+    targets = [
+        _Target(m.start, m.end, (_prefer(m.item_id, recommended, catalog),), LIKED)
+        for m in matcher.find(text)
+    ]
+    unmatched: list[str] = []
+    for quote in _QUOTED.finditer(text):
+        start, end = quote.span()
+        if any(t.start < end and start < t.end for t in targets):
+            continue
+        phrase = next(group for group in quote.groups() if group is not None).strip()
+        item_id = matcher.lookup(phrase) if phrase else None
+        if item_id is not None:
+            targets.append(_Target(start, end, (_prefer(item_id, recommended, catalog),), LIKED))
+        elif phrase and phrase not in unmatched:
+            unmatched.append(phrase)
+    return sorted(targets, key=lambda t: t.start), tuple(unmatched)
+
+
+def _title_key(item_id: str, catalog: Catalog) -> tuple[str, ...]:
+    item = catalog.get(item_id)
+    return normalize_title(split_year(item.title)[0]) if item else ()
+
+
+def _recommended_by_title(state: SessionState, catalog: Catalog) -> dict[tuple[str, ...], str]:
+    found: dict[tuple[str, ...], str] = {}
+    for item_id in state.last_recommended:
+        found.setdefault(_title_key(item_id, catalog), item_id)
+    return found
+
+
+def _prefer(item_id: str, recommended: dict[tuple[str, ...], str], catalog: Catalog) -> str:
+    """The recommended version of a title the user names, when a version of it was just recommended."""
+    return recommended.get(_title_key(item_id, catalog), item_id) if recommended else item_id
+
+
+# --- references to the last recommendations -----------------------------------------------------------------
+
+_ORDINAL_WORDS = (
+    "first 1st one",
+    "second 2nd two",
+    "third 3rd three",
+    "fourth 4th four",
+    "fifth 5th five",
+    "sixth 6th",
+    "seventh 7th",
+    "eighth 8th",
+    "ninth 9th",
+    "tenth 10th",
+)
+_ORDINALS = {word: rank for rank, words in enumerate(_ORDINAL_WORDS) for word in words.split()}
+_ORDINALS.update(last=-1, final=-1)
+_ORD = "(" + "|".join(w for w in _ORDINALS if w not in {"one", "two", "three", "four", "five"}) + ")"
+_AFTER_ORD = (
+    r"(?=\s*(?:$|[.,!?;:)]|is\b|was\b|sounds\b|looks\b|seems\b|already\b|too\b|though\b|and\b|or\b|but\b))"
+)
+_RANK_REFS = [
+    re.compile(rf"\b(?:the\s+)?{_ORD}\s+(?:one|pick|option|suggestion|recommendation|choice|title)\b"),
+    re.compile(rf"\bthe\s+{_ORD}\b{_AFTER_ORD}"),
+    re.compile(r"(?:#|\bnumber\s+|\bno\.\s*|\boption\s+)(\d{1,2}|one|two|three|four|five)\b"),
+]
+_TOP_REF = re.compile(r"\b(?:that|this)\s+(?:one|movie|film|recommendation|suggestion)\b(?!\s*_)")
+_BOTH_REF = re.compile(r"\bboth\b(?!\s+\S+\s+and\b)")
+_ALL_REF = re.compile(
+    r"\b(?:all (?:of )?(?:them|those|these|three|four|five|the above)|them all|each of them"
+    r"|every one of them)\b"
+)
+_NONE_REF = re.compile(
+    r"\b(?:none of (?:them|those|these|the above|your suggestions|the suggestions)"
+    r"|neither(?: of (?:them|those|these))?(?!\s+(?:do|did|am|have|can|would|will|is|was)\b))\b"
+)
+_IT_REF = re.compile(r"\bit\b|\bthat\b(?=\s*(?:$|[.,!?;]|too\b|already\b|either\b|before\b|one\b))")
+_PLURAL_REF = re.compile(r"\b(?:they|them|those|these)\b")
+
+
+def _with_references(
+    targets: list[_Target], masked: str, clauses: list[tuple[int, int]], state: SessionState
+) -> list[_Target]:
+    """The title targets plus references to the last list and pronouns in opinionated clauses."""
+    last = tuple(state.last_recommended)
+    found = list(targets)
+    if last:
+        found += _explicit_references(masked, last)
+    named = sorted(found, key=lambda t: t.start)
+    for start, end in clauses:
+        if any(start <= t.start < end for t in found) or not _has_opinion_or_seen(masked[start:end]):
+            continue
+        pronoun = _IT_REF.search(masked, start, end) or _PLURAL_REF.search(masked, start, end)
+        if not pronoun:
+            continue
+        earlier = [t for t in named if t.end <= start]
+        if earlier:
+            found.append(_Target(pronoun.start(), pronoun.end(), earlier[-1].item_ids, NEUTRAL))
+        elif last:
+            ids = last[:1] if pronoun.re is _IT_REF else last
+            found.append(_Target(pronoun.start(), pronoun.end(), ids, NEUTRAL))
+    return sorted(found, key=lambda t: t.start)
+
+
+def _explicit_references(masked: str, last: tuple[str, ...]) -> list[_Target]:
+    found: list[_Target] = []
+    for pattern in _RANK_REFS:
+        for match in pattern.finditer(masked):
+            word = match.group(1)
+            rank = int(word) - 1 if word.isdigit() else _ORDINALS[word]
+            if -len(last) <= rank < len(last) and not _overlaps(found, match):
+                found.append(_Target(match.start(), match.end(), (last[rank],), NEUTRAL))
+    for pattern, ids, forced in (
+        (_NONE_REF, last, DISLIKED),
+        (_ALL_REF, last, None),
+        (_BOTH_REF, last[:2], None),
+        (_TOP_REF, last[:1], None),
+    ):
+        for match in pattern.finditer(masked):
+            if not _overlaps(found, match):
+                chosen = last[:2] if match.group() == "neither" else ids
+                found.append(_Target(match.start(), match.end(), chosen, NEUTRAL, forced))
+    return found
+
+
+def _overlaps(targets: list[_Target], match: re.Match) -> bool:
+    return any(t.start < match.end() and match.start() < t.end for t in targets)
+
+
+def _has_opinion_or_seen(clause: str) -> bool:
+    if _SEEN.search(clause) and not _ASKS.search(clause):
+        return True
+    return any(opinion != NEUTRAL for _, _, opinion in _cues(clause))
+
+
+# --- opinions and seen --------------------------------------------------------------------------------------
+
+
+def _judge(
+    targets: list[_Target], masked: str, clauses: list[tuple[int, int]]
+) -> tuple[tuple[tuple[str, Opinion], ...], tuple[str, ...]]:
+    """(item_id, opinion) in first-mention order, the last liked/disliked opinion winning; the seen items."""
+    opinions: dict[str, Opinion] = {}
+    seen: list[str] = []
+    for target in _with_trailing_opinions(targets, masked, clauses):
+        start, end = _clause_of(target, clauses)
+        clause = masked[start:end]
+        asks = "?" in masked[end : end + 3]
+        span = (target.start - start, target.end - start)
+        opinion = target.forced or _opinion(clause, *span, target.default, asks)
+        is_seen = _says_seen(clause) and target.forced is None
+        for item_id in target.item_ids:
+            if opinion != NEUTRAL or item_id not in opinions:
+                opinions[item_id] = opinion
+            if is_seen and item_id not in seen:
+                seen.append(item_id)
+    return tuple(opinions.items()), tuple(seen)
+
+
+def _clause_of(target: _Target, clauses: list[tuple[int, int]]) -> tuple[int, int]:
+    return next(((s, e) for s, e in clauses if s <= target.start < e), (target.start, target.end))
+
+
+def _with_trailing_opinions(
+    targets: list[_Target], masked: str, clauses: list[tuple[int, int]]
+) -> list[_Target]:
+    """A clause that holds an opinion but names nothing ("I have seen X but not a fan") speaks of the target
+    just before it, when that target's own clause said no liked/disliked cue."""
+    found = list(targets)
+    for index, (start, end) in enumerate(clauses):
+        if index == 0 or any(start <= t.start < end for t in targets):
+            continue
+        cues = [c for c in _cues(masked[start:end]) if c[2] != NEUTRAL]
+        before = [t for t in targets if t.end <= start]
+        if not cues or not before or before[-1].forced:
+            continue
+        own_start, own_end = _clause_of(before[-1], clauses)
+        if own_end <= clauses[index - 1][0] or any(c[2] != NEUTRAL for c in _cues(masked[own_start:own_end])):
+            continue
+        found.append(_Target(start + cues[0][0], start + cues[0][1], before[-1].item_ids, before[-1].default))
+    return sorted(found, key=lambda t: t.start)
+
+
+def _opinion(clause: str, start: int, end: int, default: Opinion, question: bool = False) -> Opinion:
+    """The opinion of the cue nearest to clause[start:end], negation flipping liked and disliked."""
+    cues = _cues(clause)
+    if not cues:
+        neutral = question or _says_seen(clause) or bool(_ASKS.search(clause))
+        return NEUTRAL if neutral else default
+    cue_start, cue_end, opinion = min(cues, key=lambda c: (max(c[0] - end, start - c[1], 0), c[0] > start))
+    if opinion != NEUTRAL and _NEGATION_BEFORE.search(clause[:cue_start]):
+        return DISLIKED if opinion == LIKED else LIKED
+    return opinion
+
+
+@lru_cache(maxsize=512)
+def _cues(clause: str) -> tuple[tuple[int, int, Opinion], ...]:
+    """Cue words in a clause, in order; a cue inside a longer one is dropped."""
+    found = sorted(
+        (
+            (m.start(), m.end(), opinion)
+            for opinion, pattern in _CUE_PATTERNS
+            for m in pattern.finditer(clause)
+        ),
+        key=lambda cue: (cue[0], cue[0] - cue[1]),
+    )
+    kept: list[tuple[int, int, Opinion]] = []
+    cover = (-1, -1)
+    for cue in found:
+        if cue[1] <= cover[1] and (cue[0], cue[1]) != cover:
+            continue
+        kept.append(cue)
+        if cue[1] > cover[1]:
+            cover = (cue[0], cue[1])
+    return tuple(kept)
+
+
+def _says_seen(clause: str) -> bool:
+    """Whether the clause says "seen", "saw", "watched" or "already", not negated nor asked of the user."""
+    if _ASKS.search(clause):
+        return False
+    return any(not _NEGATION_BEFORE.search(clause[: m.start()]) for m in _SEEN.finditer(clause))
+
+
+# --- constraints --------------------------------------------------------------------------------------------
+
+_GENRE_SYNONYMS = {
+    "comedy": r"funny|comed(?:y|ies)|comedic|hilarious|laughs?",
+    "horror": r"scary|horrors?|frightening|creepy|spooky|slashers?|terrifying|zombies?",
+    "scifi": r"sci[\s-]?fi|science[\s-]fiction|space|futuristic",
+    "animation": r"animated|animations?|cartoons?|anime",
+    "romance": r"romantic|romances?|love stor(?:y|ies)|rom[\s-]?coms?|chick flicks?",
+    "thriller": r"thrillers?|suspense|suspenseful",
+    "action": r"action|action[\s-]packed",
+    "documentary": r"documentar(?:y|ies)|docs|docuseries",
+    "family": r"kids?|family|families|children|childrens|kid[\s-]friendly|family[\s-]friendly",
+    "drama": r"dramas?|dramatic",
+    "crime": r"crime|gangsters?|mafia|heists?",
+    "mystery": r"myster(?:y|ies)|whodunn?its?|detectives?",
+    "fantasy": r"fantasy|fantasies|magical|wizards?",
+    "adventure": r"adventures?|adventurous",
+    "war": r"war|wars|military",
+    "western": r"westerns?|cowboys?",
+    "musical": r"musicals?",
+    "biography": r"biograph(?:y|ies|ical)|biopics?",
+    "history": r"history|historical|period pieces?",
+    "sport": r"sports?",
+    "filmnoir": r"noir",
+}
+_ROM_COM = re.compile(r"rom[\s-]?coms?")
+_GENRE_NAMES = {
+    "scifi": ("scifi", "sciencefiction"),
+    "sport": ("sport", "sports"),
+    "family": ("family", "kids"),
+    "animation": ("animation", "animated"),
+    "biography": ("biography", "biographical"),
+}
+_AMBIGUOUS_GENRES = {"short", "news", "adult", "music", "realitytv", "talkshow", "gameshow"}
+_FILLERS = set(
+    "a an any anything something more too very really so of the that those kind kinds type types sort sorts"
+    " big huge fan fans into in mood for particularly much all overly super or nor genre".split()
+)
+_NEGATORS = set(
+    "no not nothing none never without avoid hate hates hated dislike dislikes except sick tired enough nope"
+    " neither skip nor".split()
+)
+_NEGATABLE_VERBS = {"like", "want", "enjoy", "watch", "love", "care", "do", "see", "fancy", "need"}
+_NOT_MY_THING = re.compile(
+    r"\s*(?:movies?|films?|flicks?|ones|stuff)?\s*(?:is|are|'s|'re)?\s*(?:not|n't|nt)\s+"
+    r"(?:really\s+|very\s+)?(?:my thing|for me|my cup of tea|my style|my favou?rite)"
+)
+
+
+def _genre_patterns(vocab_genres: dict[str, str]) -> list[tuple[re.Pattern, tuple[str, ...]]]:
+    """(pattern, catalog genre names) for synonyms and the catalog's own genre names."""
+    patterns: list[tuple[re.Pattern, tuple[str, ...]]] = []
+    for key, synonyms in _GENRE_SYNONYMS.items():
+        genre = next((vocab_genres[n] for n in _GENRE_NAMES.get(key, (key,)) if n in vocab_genres), None)
+        if genre:
+            patterns.append((re.compile(rf"\b(?:{synonyms})\b"), (genre,)))
+    for norm, genre in vocab_genres.items():
+        if norm not in _AMBIGUOUS_GENRES and len(norm) >= 3:
+            words = r"[\s-]?".join(re.escape(part) for part in re.split(r"[\s\-]+", genre.lower()) if part)
+            patterns.append((re.compile(rf"\b{words}(?:s|es)?\b"), (genre,)))
+    return patterns
+
+
+def _genres(masked: str, vocab: _Vocab) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(wanted, excluded) genres, in order of appearance."""
+    matches = [(m, genres) for pattern, genres in vocab.genre_patterns for m in pattern.finditer(masked)]
+    genre_words = {m.group() for m, _ in matches}
+    hits: list[tuple[int, str, bool]] = []
+    for match, genres in matches:
+        extra = (
+            (vocab.genres["comedy"],)
+            if _ROM_COM.fullmatch(match.group()) and "comedy" in vocab.genres
+            else ()
+        )
+        for genre in (*genres, *extra):
+            hits.append((match.start(), genre, _negated(masked, match, genre_words)))
+    hits.sort(key=lambda hit: hit[0])
+    excluded = _unique(genre for _, genre, negated in hits if negated)
+    wanted = _unique(genre for _, genre, negated in hits if not negated and genre not in excluded)
+    return wanted, excluded
+
+
+def _negated(masked: str, match: re.Match, skip: set[str] | frozenset[str] = frozenset()) -> bool:
+    """Whether a negation leads to this word through filler words (and the words in `skip`: "no horror or
+    thrillers"), or it "is not my thing"."""
+    if _NOT_MY_THING.match(masked, match.end()):
+        return True
+    window = max(0, match.start() - 80)
+    clause_start = max(
+        (m.end() for m in _CLAUSE_BREAK.finditer(masked, window, match.start())), default=window
+    )
+    words = re.findall(r"[\w']+", masked[clause_start : match.start()])
+    while words and (words[-1] in _FILLERS or words[-1] in skip):
+        words.pop()
+    if not words:
+        return False
+    last, before = words[-1], words[-2] if len(words) > 1 else ""
+    if last in _NEGATORS or (last == "but" and before in {"anything", "everything"}):
+        return True
+    if last == "than" and before in {"other", "rather"}:
+        return True
+    return last in _NEGATABLE_VERBS and bool(re.fullmatch(_NEG, before))
+
+
+_YEAR = r"(1[89]\d\d|20\d\d)"
+_DECADE = (
+    r"(?:the\s+)?(?:(early|mid|late)[\s-]+)?(?:(?:(1[89]|20)(\d)0|'?(\d)0)'?s\b"
+    r"|(twenties|thirties|forties|fifties|sixties|seventies|eighties|nineties))"
+)
+_DECADE_WORDS = dict(
+    zip(
+        "twenties thirties forties fifties sixties seventies eighties nineties".split(),
+        range(2, 10),
+        strict=True,
+    )
+)
+_MIN_WORDS = (
+    r"after|since|newer than|later than|post|no older than|(?:nothing|not|no movies?|none) (?:before|older"
+    r" than|earlier than|prior to)|no earlier than"
+)
+_MAX_EXCL_WORDS = r"before|older than|prior to|earlier than|pre"
+_MAX_INCL_WORDS = (
+    r"until|till|up to|up until|through|no later than|no newer than|(?:nothing|not|no movies?|none)"
+    r" (?:after|newer than|later than|past|since)"
+)
+_RANGE = re.compile(
+    rf"\b(?:between\s+{_YEAR}\s+and\s+{_YEAR}|from\s+{_YEAR}\s+(?:to|till|until|through)\s+{_YEAR}"
+    rf"|{_YEAR}\s*(?:-|–|to)\s*{_YEAR})\b"
+)
+
+
+def _years(masked: str, newest: int | None) -> tuple[int | None, int | None]:
+    """(min_year, max_year) stated in the text. Where phrases overlap the earlier finder wins; numbers
+    override each other in finder order, and "recent"/"old" only fill a bound that no number set."""
+    low: int | None = None
+    high: int | None = None
+    taken: list[tuple[int, int]] = []
+    for find in (_year_ranges, _year_bounds, _decades, _exact_years, _relative_years):
+        relative = find is _relative_years
+        for (start, end), lo, hi in sorted(find(masked, newest), key=lambda hit: hit[0][0] - hit[0][1]):
+            if any(s < end and start < e for s, e in taken):
+                continue
+            taken.append((start, end))
+            low = lo if lo is not None and not (relative and low is not None) else low
+            high = hi if hi is not None and not (relative and high is not None) else high
+    if low is not None and high is not None and low > high:
+        return None, None
+    return low, high
+
+
+YearHit = tuple[tuple[int, int], int | None, int | None]
+
+
+def _year_ranges(text: str, newest: int | None) -> list[YearHit]:
+    hits = []
+    for match in _RANGE.finditer(text):
+        years = [int(g) for g in match.groups() if g]
+        hits.append((match.span(), min(years), max(years)))
+    return hits
+
+
+def _year_bounds(text: str, newest: int | None) -> list[YearHit]:
+    hits: list[YearHit] = []
+    target = rf"(?:{_YEAR}|{_DECADE})"
+    for words, kind in ((_MIN_WORDS, "min"), (_MAX_EXCL_WORDS, "max_excl"), (_MAX_INCL_WORDS, "max")):
+        for match in re.finditer(rf"\b(?:{words})[\s-]+{target}", text):
+            hits.append((match.span(), *_bound(match, kind)))
+    for match in re.finditer(
+        rf"\b{_YEAR}\s*(?:or|and)\s*(later|newer|after|up|beyond|earlier|older|before)\b"
+        rf"|\b{_YEAR}\s*\+|\bfrom\s+{_YEAR}\s+on(?:wards?)?\b",
+        text,
+    ):
+        year = int(next(g for g in match.groups() if g and g[0].isdigit()))
+        older = match.group(2) in {"earlier", "older", "before"}
+        hits.append((match.span(), None if older else year, year if older else None))
+    return hits
+
+
+def _bound(match: re.Match, kind: str) -> tuple[int | None, int | None]:
+    """The (min, max) a comparator and its year or decade say."""
+    groups = match.groups()
+    if groups[0]:
+        year = int(groups[0])
+        first, last = year, year
+    else:
+        first, last = _decade_span(groups[1:])
+    phrase = match.group().split()[0]
+    if kind == "min":
+        after_decade = not groups[0] and phrase in {"after", "post", "later", "newer"}
+        return (last + 1 if after_decade else first), None
+    if kind == "max_excl":
+        return None, first - 1
+    return None, last
+
+
+def _decade_span(groups: tuple) -> tuple[int, int]:
+    part, century, digit, short_digit, word = groups
+    tens = int(digit or short_digit or 0) if not word else _DECADE_WORDS[word]
+    if century:
+        start = int(century) * 100 + tens * 10
+    else:
+        start = (2000 if tens <= 1 else 1900) + tens * 10
+    offsets = {"early": (0, 3), "mid": (3, 6), "late": (6, 9)}.get(part or "", (0, 9))
+    return start + offsets[0], start + offsets[1]
+
+
+def _decades(text: str, newest: int | None) -> list[YearHit]:
+    hits: list[YearHit] = []
+    for match in re.finditer(rf"\b{_DECADE}", text):
+        if not re.search(r"\b(?:my|our|their|his|her|your)\s+$", text[: match.start()]):
+            hits.append((match.span(), *_decade_span(match.groups())))
+    return hits
+
+
+def _exact_years(text: str, newest: int | None) -> list[YearHit]:
+    pattern = (
+        rf"\b(?:from|(?:released|made) in|(?:movies?|films?|ones?|something|anything)"
+        rf" (?:from|in|of))\s+{_YEAR}\b|\b{_YEAR}\s+(?:movies?|films?)\b"
+    )
+    hits: list[YearHit] = []
+    for match in re.finditer(pattern, text):
+        year = int(match.group(1) or match.group(2))
+        hits.append((match.span(), year, year))
+    return hits
+
+
+_RECENT = re.compile(
+    r"\b(?:recent|newer|latest|newest|modern|current)\b"
+    r"|\bnew\s+(?:movies?|films?|releases?|ones?|stuff|titles?)\b"
+)
+_OLD = re.compile(
+    r"\b(?:old(?:er)?|oldies?|vintage|black[\s-]and[\s-]white|classic (?:movies?|films?|ones)|classics)\b"
+)
+_NOT_OLD = re.compile(
+    r"\b(?:years?|yrs?|how|\d+)[\s-]+old\b|\bold(?:er)?[\s-](?:school|friends?|days|times|brother|sister|son"
+    r"|daughter|kids?|child|children|man|woman|lady|guy|people)\b"
+)
+
+
+def _relative_years(text: str, newest: int | None) -> list[YearHit]:
+    hits: list[YearHit] = []
+    for match in _RECENT.finditer(text) if newest is not None else ():
+        negated = _negated(text, match)
+        hits.append(
+            (match.span(), None, newest - RECENT_YEARS - 1)
+            if negated
+            else (match.span(), newest - RECENT_YEARS, None)
+        )
+    for match in _OLD.finditer(text):
+        if any(s <= match.start() < e for s, e in (m.span() for m in _NOT_OLD.finditer(text))):
+            continue
+        negated = _negated(text, match)
+        hits.append((match.span(), OLD_MAX_YEAR + 1, None) if negated else (match.span(), None, OLD_MAX_YEAR))
+    return hits
+
+
+_WORD = re.compile(r"[^\W_]+(?:'[^\W_]+)*")
+
+
+def _people(text: str, masked: str, vocab: _Vocab) -> tuple[str, ...]:
+    """Catalog people named in full ("tom hanks", "Steven Spielberg's"); a name made of common words only
+    ("Jack Black") must be capitalised in the original text."""
+    words = [(match, normalize_word(re.sub(r"'s$", "", match.group()))) for match in _WORD.finditer(masked)]
+    found: list[str] = []
+    for i in range(len(words)):
+        for n in (4, 3, 2):
+            key = tuple(word for _, word in words[i : i + n])
+            name = vocab.people.get(key)
+            if name is None or name in found:
+                continue
+            if all(word in COMMON_WORDS for word in key) and not all(
+                text[match.start()].isupper() for match, _ in words[i : i + n]
+            ):
+                continue
+            found.append(name)
+            break
+    return tuple(found)
+
+
+_CLEAR = re.compile(
+    r"\b(?:anything(?:'s| is) fine|anything goes|any genre is fine|no preferences?|start over"
+    r"|(?:don't|do not|dont) have (?:a|any) preferences?|(?:doesn't|does not|doesnt) matter"
+    r"|(?:forget|clear|drop|reset|remove) (?:about )?(?:the |my |all (?:the |my )?)?"
+    r"(?:filters?|constraints?|requirements?|preferences?|criteria))\b"
+)
+
+
+def _constraints(text: str, masked: str, vocab: _Vocab) -> Constraints:
+    wanted, excluded = _genres(masked, vocab)
+    low, high = _years(masked, vocab.newest_year)
+    return Constraints(
+        genres=wanted,
+        excluded_genres=excluded,
+        min_year=low,
+        max_year=high,
+        people=_people(text, masked, vocab),
+    )
+
+
+def _unique(values) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(values))
+
+
+# --- per-catalog vocabulary ---------------------------------------------------------------------------------
+
+_VOCABS: dict[int, tuple[weakref.ref, _Vocab]] = {}
+
+
+def _vocab(catalog: Catalog) -> _Vocab:
+    """Genres, people and the newest year of a catalog, cached while the catalog lives and keeps its size."""
+    cached = _VOCABS.get(id(catalog))
+    if cached and cached[0]() is catalog and cached[1].size == len(catalog):
+        return cached[1]
+    genres: dict[str, str] = {}
+    people: dict[tuple[str, ...], str] = {}
+    for item in catalog:
+        for genre in item.genres:
+            genres.setdefault(re.sub(r"[^a-z0-9]", "", genre.lower()), genre)
+        for name in (*item.directors, *item.cast, *item.writers):
+            key = normalize_title(re.sub(r"\s*\(.*?\)", "", name))
+            if len(key) >= 2:
+                people.setdefault(key, name)
+    years = [item.year for item in catalog if item.year]
+    vocab = _Vocab(genres, _genre_patterns(genres), people, max(years) if years else None, len(catalog))
+    for key in [key for key, (ref, _) in _VOCABS.items() if ref() is None]:
+        del _VOCABS[key]
+    _VOCABS[id(catalog)] = (weakref.ref(catalog), vocab)
+    return vocab

@@ -1,0 +1,57 @@
+"""Shared fixtures. Real models come from the default model cache (converted once); every test that stores
+anything gets its own temporary index and SQLite file."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from agent.config import REPO_ROOT, Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SMALL_CATALOG = FIXTURES / "small_catalog.jsonl"
+DATA_DIR = Path(os.environ.get("CONVREC_DATA_DIR") or REPO_ROOT.parent / "shared" / "data")
+needs_data = pytest.mark.skipif(not (DATA_DIR / "redial").is_dir(), reason=f"no ReDial data in {DATA_DIR}")
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def make_settings(tmp: Path, **overrides) -> Settings:
+    return Settings.from_env(data_dir=DATA_DIR, index_dir=tmp / "index", db_path=tmp / "sessions.sqlite3",
+                             **overrides)
+
+
+@pytest.fixture(scope="session")
+def small_recommender(tmp_path_factory):
+    from agent.build import build_recommender
+
+    settings = make_settings(tmp_path_factory.mktemp("small"), catalog=str(SMALL_CATALOG), n=3,
+                             candidates_in_prompt=8)
+    return build_recommender(settings)[0]
+
+
+@pytest.fixture(scope="session")
+def redial_index_dir(tmp_path_factory) -> Path:
+    """The ReDial index, built once per test run by `convrec index` (about a minute), then only read."""
+    if not (DATA_DIR / "redial").is_dir():
+        pytest.skip(f"no ReDial data in {DATA_DIR}")
+    index_dir = tmp_path_factory.mktemp("redial-index")
+    env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(index_dir)}
+    done = subprocess.run([sys.executable, "-m", "ui.cli", "index"], env=env, cwd=REPO_ROOT, capture_output=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    return index_dir
+
+
+@pytest.fixture(scope="session")
+def redial_recommender(tmp_path_factory, redial_index_dir):
+    from agent.build import build_recommender
+
+    settings = make_settings(tmp_path_factory.mktemp("redial"))
+    settings.index_dir = redial_index_dir
+    return build_recommender(settings)[0]

@@ -1,0 +1,83 @@
+"""The fact checker on crafted true and false explanations, and explanations composed from facts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agent.grounding import Claim, FactChecker, compose_explanation
+from agent.types import Constraints, SessionState
+from retrieval.catalog import load_catalog_file
+from retrieval.titles import TitleMatcher
+
+CATALOG = load_catalog_file(Path(__file__).parent / "fixtures" / "small_catalog.jsonl")
+MATRIX, INCEPTION, TOY_STORY, TITANIC = "tt0133093", "tt1375666", "tt0114709", "tt0120338"
+
+
+@pytest.fixture(scope="module")
+def checker() -> FactChecker:
+    return FactChecker(CATALOG, TitleMatcher(CATALOG))
+
+
+def liked(*ids: str) -> SessionState:
+    return SessionState("s", liked=ids)
+
+
+@pytest.mark.parametrize("text", [
+    "Inception is a 2010 Sci-Fi thriller directed by Christopher Nolan, starring Leonardo DiCaprio.",
+    "Like The Matrix, which you liked, Inception is an action and sci-fi film.",
+    "A Christopher Nolan film from 2010 with Tom Hardy.",
+    "An English-language film from the United States, from the 2010s.",
+])
+def test_true_explanations_are_grounded(checker, text):
+    check = checker.check(text, CATALOG[INCEPTION], liked(MATRIX))
+    assert check.grounded, check.unsupported
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("Inception is a 2010 film directed by James Cameron.", Claim("person", "James Cameron")),
+    ("Inception is a romantic comedy from 2010.", Claim("genre", "Romance")),
+    ("Inception, a 1999 classic by Christopher Nolan.", Claim("year", "1999")),
+    ("A Christopher Nolan film from the 90s.", Claim("decade", "90s")),
+    ("Like Titanic, which you liked, it stars Leonardo DiCaprio.", Claim("movie", TITANIC)),
+    ("Inception has captivated audiences worldwide.", Claim("unverified", "captivated")),
+    ("The user enjoyed Inception (2010).", Claim("unverified", "user")),
+    ("A French film from 2010.", Claim("unverified", "french")),
+])
+def test_false_or_unverifiable_claims_are_caught(checker, text, bad):
+    check = checker.check(text, CATALOG[INCEPTION], liked(MATRIX))
+    assert bad in check.unsupported and not check.grounded
+
+
+def test_an_explanation_citing_no_fact_is_not_grounded(checker):
+    check = checker.check("You will like this one.", CATALOG[INCEPTION], liked())
+    assert not check.unsupported and not check.grounded
+
+
+def test_a_liked_movie_is_a_fact_only_when_it_shares_something(checker):
+    # Toy Story shares nothing with Inception: "like Toy Story" is not supported even though it was liked.
+    check = checker.check("Like Toy Story, which you liked.", CATALOG[INCEPTION], liked(TOY_STORY))
+    assert Claim("movie", TOY_STORY) in check.unsupported
+
+
+def test_composed_explanation_names_what_the_item_shares_with_a_liked_movie(checker):
+    text, facts = compose_explanation(CATALOG[INCEPTION], liked(MATRIX), CATALOG)
+    assert "The Matrix" in text and facts["liked"] == ("The Matrix (1999)",)
+    assert set(facts["genre"]) <= set(CATALOG[INCEPTION].genres)
+    assert checker.check(text, CATALOG[INCEPTION], liked(MATRIX)).grounded
+
+
+def test_composed_explanation_uses_the_asked_constraints_then_headline_facts(checker):
+    asked = SessionState("s", constraints=Constraints(genres=("Thriller",), min_year=2000))
+    text, facts = compose_explanation(CATALOG[INCEPTION], asked, CATALOG)
+    assert facts == {"genre": ("Thriller",), "year": ("2010",)}
+    text, facts = compose_explanation(CATALOG[TITANIC], SessionState("s"), CATALOG)
+    assert "James Cameron" in text and facts["director"] == ("James Cameron",)
+
+
+@pytest.mark.parametrize("item_id", [i.item_id for i in CATALOG])
+def test_every_composed_explanation_passes_the_checker(checker, item_id):
+    for state in (liked(), liked(MATRIX), liked(TOY_STORY, INCEPTION)):
+        text, _ = compose_explanation(CATALOG[item_id], state, CATALOG)
+        assert checker.check(text, CATALOG[item_id], state).grounded, text

@@ -1,0 +1,126 @@
+"""A real turn: real SmolLM2, real MiniLM, real Chroma in a temporary folder, real SQLite."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from agent.build import build_recommender
+from agent.turn import InputError
+
+pytestmark = pytest.mark.slow
+
+
+def new_session() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+def find_id(catalog, title: str, year: int) -> str:
+    return next(i.item_id for i in catalog if i.title == title and i.year == year)
+
+
+def test_loved_movie_is_remembered_and_never_recommended(redial_recommender):
+    r = redial_recommender
+    matrix = find_id(r.catalog, "The Matrix", 1999)
+    session = new_session()
+    first = r.run_turn(session, "I loved The Matrix, what else should I watch?")
+    assert matrix in first.memory.liked
+    second = r.run_turn(session, "more like that please")
+    for result in (first, second):
+        ids = [rec.item_id for rec in result.recommendations]
+        assert matrix not in ids
+        assert len(ids) == r.settings.n and len(set(ids)) == len(ids)
+        assert all(i in r.catalog for i in ids)
+    assert not {rec.item_id for rec in first.recommendations} & {
+        rec.item_id for rec in second.recommendations
+    }
+
+
+def test_every_explanation_is_built_from_the_items_facts(redial_recommender):
+    r = redial_recommender
+    session = new_session()
+    r.run_turn(session, "I really liked Toy Story and Finding Nemo")
+    result = r.run_turn(session, "something funny for the whole family")
+    assert result.recommendations
+    for rec in result.recommendations:
+        item = r.catalog[rec.item_id]
+        assert rec.explanation.strip()
+        assert rec.facts, "an explanation cites at least one fact"
+        check = r.checker.check(rec.explanation, item, result.memory)
+        assert not check.unsupported, (rec.explanation, check.unsupported)
+        own = item.facts()
+        for key, values in rec.facts.items():
+            if key != "liked":
+                assert set(values) <= set(own.get(key, ())), (key, values, own)
+
+
+def test_i_hated_that_one_rejects_the_recommendation_and_it_never_returns(small_recommender):
+    r = small_recommender
+    session = new_session()
+    first = r.run_turn(session, "I want a good science fiction movie")
+    top = first.recommendations[0].item_id
+    second = r.run_turn(session, "I hated that one")
+    assert top in second.memory.disliked
+    third = r.run_turn(session, "what else do you have?")
+    for result in (second, third):
+        assert top not in [rec.item_id for rec in result.recommendations]
+
+
+def test_a_restart_keeps_the_session(small_recommender):
+    r = small_recommender
+    session = new_session()
+    first = r.run_turn(session, "I loved Toy Story")
+    restarted, _ = build_recommender(r.settings)
+    stored = restarted.sessions.load(session)
+    assert stored == first.memory
+    again = restarted.run_turn(session, "anything else?")
+    assert again.memory.turn_count == 2
+    assert not {x.item_id for x in first.recommendations} & {x.item_id for x in again.recommendations}
+
+
+def test_forget_leaves_nothing_behind(small_recommender):
+    r = small_recommender
+    session = new_session()
+    r.run_turn(session, "I loved Alien")
+    assert r.sessions.forget(session)
+    assert r.sessions.load(session) is None and r.sessions.history(session) == []
+
+
+def test_trace_reports_stages_engine_and_model(small_recommender):
+    result = small_recommender.run_turn(new_session(), "a movie from the 90s")
+    trace = result.trace
+    assert {"understand", "retrieve", "rank", "explain", "save", "total"} <= set(trace.timings)
+    assert trace.engine == "transformers" and trace.model == "smollm2-135m-instruct"
+
+
+def test_constraints_are_respected(redial_recommender):
+    r = redial_recommender
+    result = r.run_turn(new_session(), "a comedy, nothing before 1990 please")
+    assert result.memory.constraints.min_year == 1990
+    for rec in result.recommendations:
+        assert rec.year is not None and rec.year >= 1990
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("   \n\t ", "empty"),
+        ("x" * 100_000, "limit"),
+        ("bad \udcff bytes", "UTF-8"),
+    ],
+)
+def test_bad_messages_get_a_clear_error_and_lose_nothing(small_recommender, text, message):
+    r = small_recommender
+    session = new_session()
+    kept = r.run_turn(session, "I loved Inception").memory
+    with pytest.raises(InputError, match=message):
+        r.run_turn(session, text)
+    assert r.sessions.load(session) == kept
+
+
+def test_a_message_naming_nothing_in_the_catalog_still_gets_recommendations(small_recommender):
+    result = small_recommender.run_turn(new_session(), 'Have you seen "Zorblax Returns 9"?')
+    assert result.recommendations
+    assert "Zorblax" in result.reply

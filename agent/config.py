@@ -65,5 +65,6 @@ class Settings:
         settings.cache_dir = Path(settings.cache_dir)
         settings.index_dir = Path(settings.index_dir or os.environ.get("CONVREC_INDEX_DIR")
                                   or settings.cache_dir / "index")
-        settings.db_path = Path(settings.db_path or os.environ.get("CONVREC_DB") or settings.cache_dir / "sessions.sqlite3")
+        settings.db_path = Path(settings.db_path or os.environ.get("CONVREC_DB")
+                                or settings.cache_dir / "sessions.sqlite3")
         return settings

@@ -4,8 +4,9 @@ A *claim* is a concrete, checkable statement in an explanation: a person (any na
 year or decade, a country, a language, or another movie ("like The Matrix"). A claim is supported when it is one of
 the item's own facts — or, for another movie, when the user liked it and it shares a fact with the item.
 Everything else is unsupported, and so is every word that neither the facts nor a short list of connectives
-(CONNECTIVES) license: "a film that captivated audiences worldwide" makes claims no fact supports. `FactChecker.check` is what the turn uses to accept or replace an LLM explanation,
-and what the offline evaluation reports as faithfulness.
+(CONNECTIVES) license: "a film that captivated audiences worldwide" makes claims no fact supports.
+`FactChecker.check` is what the turn uses to accept or replace an LLM explanation, and what the offline evaluation
+reports as faithfulness.
 """
 
 from __future__ import annotations
@@ -185,16 +186,11 @@ def compose_explanation(item: Item, state: SessionState, catalog: Catalog) -> tu
 
 
 def _sentence_for_shared(item: Item, liked: Item, shared: dict[str, tuple[str, ...]]) -> str:
-    parts = []
-    if "director" in shared:
-        parts.append(f"directed by {_join(shared['director'])}")
-    if "starring" in shared:
-        parts.append(f"starring {_join(shared['starring'][:2])}")
+    facts = {"genre": shared.get("genre", ())[:2], "director": shared.get("director", ()),
+             "starring": shared.get("starring", ())[:2]}
     if "writer" in shared and "director" not in shared:
-        parts.append(f"written by {_join(shared['writer'][:2])}")
-    if "genre" in shared:
-        parts.append(f"a {_join(shared['genre'][:2])} film")
-    return f"Like {liked.label}, which you liked, {item.label} is " + _join(parts) + "."
+        facts["writer"] = shared["writer"][:2]
+    return f"Like {liked.label}, which you liked, {_describe(item, facts, label=True)}"
 
 
 def _matching_constraints(item: Item, state: SessionState) -> dict[str, tuple[str, ...]]:
@@ -213,16 +209,20 @@ def _headline_facts(item: Item) -> dict[str, tuple[str, ...]]:
     return {key: values for key, values in facts.items() if values}
 
 
-def _describe(item: Item, facts: dict[str, tuple[str, ...]]) -> str:
-    kind = f"a {_join(facts['genre'])} film" if "genre" in facts else "a film"
-    parts = [f"{item.title} is {kind}"]
-    if "year" in facts:
-        parts.append(f"from {facts['year'][0]}")
-    if "director" in facts:
-        parts.append(f"directed by {_join(facts['director'])}")
-    if "starring" in facts:
-        parts.append(f"starring {_join(facts['starring'])}")
-    return " ".join(parts[:1]) + (", " + ", ".join(parts[1:]) if parts[1:] else "") + "."
+def _describe(item: Item, facts: dict[str, tuple[str, ...]], *, label: bool = False) -> str:
+    """"Inception (2010) is an Action and Sci-Fi film from 2010, directed by Christopher Nolan, starring ..."."""
+    genres = facts.get("genre", ())
+    kind = f"{_article(genres[0])} {_join(genres)} film" if genres else "a film"
+    sentence = f"{item.label if label else item.title} is {kind}"
+    if facts.get("year") and not label:
+        sentence += f" from {facts['year'][0]}"
+    clauses = [f"{verb} {_join(facts[key])}" for key, verb in
+               (("director", "directed by"), ("starring", "starring"), ("writer", "written by")) if facts.get(key)]
+    return sentence + "".join(f", {clause}" for clause in clauses) + "."
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
 
 
 def _join(values: tuple[str, ...] | list[str]) -> str:

@@ -9,6 +9,7 @@ Prompts and messages at the LLM boundary are already LangChain types (see prompt
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.chat_history import BaseChatMessageHistory
@@ -18,7 +19,7 @@ from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
 from agent.store import SqliteSessionStore
-from retrieval.candidates import CandidateQuery, HybridRetriever
+from retrieval.candidates import CandidateQuery
 from retrieval.index import item_document
 
 
@@ -26,7 +27,7 @@ class CatalogRetriever(BaseRetriever):
     """Candidates for a free-text query; each Document carries item_id, title, year, score and sources."""
 
     model_config = ConfigDict(arbitrary_types_allowed=True)
-    retriever: HybridRetriever
+    retriever: Any  # a HybridRetriever; typed loosely because pydantic cannot build a schema for its Protocols
     n: int = 10
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:

@@ -74,7 +74,7 @@ class Recommender:
                 ranking = rank_candidates(self.engine, messages, [c.item_id for c in candidates], n)
                 trace.fallbacks += [note for note in ranking.notes if note.startswith("fallback")]
             with _stage(trace, "explain"):
-                recommendations = self.explain(state, text, ranking.item_ids[:n], trace)
+                recommendations = self.explain(state, ranking.item_ids[:n], trace)
             reply = compose_reply(signals, recommendations, state, self.catalog)
             picked = tuple(r.item_id for r in recommendations)
             state = memory.record(state, text, reply, picked)
@@ -85,10 +85,10 @@ class Recommender:
         trace.timings["total"] = round(sum(trace.timings.values()), 4)
         return result
 
-    def explain(self, state: SessionState, text: str, item_ids: tuple[str, ...], trace: Trace) -> list[Recommendation]:
+    def explain(self, state: SessionState, item_ids: tuple[str, ...], trace: Trace) -> list[Recommendation]:
         """One explanation per pick: the LLM's sentence when every claim in it is true, else one composed from facts."""
         items = [self.catalog[i] for i in item_ids]
-        generated = self._generate_explanations(state, text, items, trace)
+        generated = self._generate_explanations(state, items, trace)
         recommendations, composed = [], 0
         for rank, (item, sentence) in enumerate(zip(items, generated, strict=True), start=1):
             check = self.checker.check(sentence, item, state) if sentence else None
@@ -103,12 +103,11 @@ class Recommender:
                                    "(generated text cited no fact or made an unsupported claim)")
         return recommendations
 
-    def _generate_explanations(self, state: SessionState, text: str, items: list[Item], trace: Trace) -> list[str]:
+    def _generate_explanations(self, state: SessionState, items: list[Item], trace: Trace) -> list[str]:
         if not self.settings.explain_with_llm or not items:
             return [""] * len(items)
         liked = "; ".join(self.catalog[i].label for i in state.liked[-3:] if i in self.catalog) or "nothing named yet"
-        prompts = [render_prompt("explain", request=text[:300], liked=liked, item=item.label,
-                                 facts=_fact_line(item)) for item in items]
+        prompts = [render_prompt("explain", liked=liked, item=item.label, facts=_fact_line(item)) for item in items]
         try:
             return [_first_sentence(t) for t in self.engine.generate(prompts, max_new_tokens=48)]
         except EngineError as error:
@@ -197,9 +196,10 @@ def _fact_line(item: Item, *, short: bool = False) -> str:
 
 
 def _first_sentence(text: str) -> str:
+    """The first complete sentence, or "" when the model stopped mid-sentence."""
     text = re.sub(r"\s+", " ", text).strip().strip('"')
     match = re.match(r"(.+?[.!?])(\s|$)", text)
-    return (match.group(1) if match else text)[:300]
+    return match.group(1)[:300] if match else ""
 
 
 def _facts_of(check: ClaimCheck, item: Item, catalog: Catalog) -> dict[str, tuple[str, ...]]:

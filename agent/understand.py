@@ -454,7 +454,7 @@ def _says_seen(clause: str) -> bool:
 # --- constraints --------------------------------------------------------------------------------------------
 
 _GENRE_SYNONYMS = {
-    "comedy": r"funny|comed(?:y|ies)|comedic|hilarious|laughs?",
+    "comedy": r"funn(?:y|ier|iest)|comed(?:y|ies)|comedic|hilarious|laughs?|light-hearted|lighthearted",
     "horror": r"scary|horrors?|frightening|creepy|spooky|slashers?|terrifying|zombies?",
     "scifi": r"sci[\s-]?fi|science[\s-]fiction|space|futuristic",
     "animation": r"animated|animations?|cartoons?|anime",

@@ -5,7 +5,8 @@
       cooccurrence  items mentioned in the same training dialogues as the liked items
       popularity    most-mentioned items in the training dialogues (cold start)
       constraints   items matching the wanted genres / people, by popularity
-      ──▶ weighted RRF ──▶ hard filters (excluded items, excluded genres, year range) ──▶ top n
+      ──▶ weighted RRF ──▶ wanted genres/people boosted
+      ──▶ hard filters (excluded items, excluded genres, year range) ──▶ top n
 
 Excluded items (mentioned, seen, rejected, already recommended) never come back. Duplicate catalog entries of one
 movie (same title and year under two ids, which ReDial has) are kept once.
@@ -52,6 +53,8 @@ class FusionConfig:
     dense_min_similarity: float = 0.4
     """The user's words steer dense retrieval only when their best match is at least this similar (cosine).
     Below it the text carries no content (MiniLM: "hello" ~0.35, "a western with Clint Eastwood" ~0.62)."""
+    preference_boost: float = 2.0
+    """Fused score multiplier for items matching a wanted genre or person (the user asked for it)."""
     rrf_k: int = 60
     """The k of reciprocal rank fusion: score = sum(weight / (k + rank))."""
     depth: int = 200
@@ -102,6 +105,9 @@ class HybridRetriever:
             for rank, item_id in enumerate(item_ids[: self.config.depth]):
                 fused[item_id] += weight / (self.config.rrf_k + rank + 1)
                 sources[item_id].append(name)
+        for item_id in fused:
+            if self._matches_preferences(item_id, query.constraints):
+                fused[item_id] *= self.config.preference_boost
         out: list[Candidate] = []
         labels_taken: set[tuple[str, int | None]] = set()
         for item_id in sorted(fused, key=lambda i: (-fused[i], i)):
@@ -116,6 +122,12 @@ class HybridRetriever:
             if len(out) == n:
                 break
         return out
+
+    def _matches_preferences(self, item_id: str, c: Constraints) -> bool:
+        item = self.catalog.get(item_id)
+        if item is None or not (c.genres or c.people):
+            return False
+        return bool(set(item.genres) & set(c.genres) or {*item.directors, *item.cast, *item.writers} & set(c.people))
 
     def _allowed(self, item: Item, query: CandidateQuery) -> bool:
         c = query.constraints

@@ -1,8 +1,9 @@
 """The persistent Chroma collection of catalog embeddings (cosine space), built idempotently.
 
-`build_index` embeds every item's document (label + description) and stores it with its metadata. The collection
-is stamped (a JSON file beside it) with the catalog's fingerprint and the embedder's name; when both match, nothing is rebuilt. One process owns
-an index directory at a time (Chroma's PersistentClient is not multi-process safe; see platform-notes.md).
+`build_index` embeds every item's document (label + description) and stores it with its metadata. The collection is
+stamped (a JSON file beside it) with the catalog's fingerprint and the embedder's name; when both match, nothing is
+rebuilt. One process writes an index directory at a time (Chroma's PersistentClient is not multi-process safe for
+writers; see platform-notes.md); other processes may read it.
 """
 
 from __future__ import annotations

@@ -36,9 +36,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, index_dir=args.index_dir, db_path=args.db,
-                             catalog=args.catalog, model=args.model, embedding_model=args.embedding_model,
-                             n=getattr(args, "n", None))
+    return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, index_dir=args.index_dir,
+                             db_path=args.db, catalog=args.catalog, model=args.model,
+                             embedding_model=args.embedding_model, n=getattr(args, "n", None))
 
 
 def cmd_index(args: argparse.Namespace) -> int:

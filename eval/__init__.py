@@ -1,1 +1,1 @@
-"""Offline evaluation (see the "Offline evaluation" issue; not built yet)."""
+"""Offline evaluation. Now: turn latency (latency.py). Next: accuracy, grounding and faithfulness reports."""

@@ -1,4 +1,4 @@
-"""The `convrec` command line: chat, ask, index, memory, forget.
+"""The `convrec` command line: chat, ask, index, bench, memory, forget.
 
 Errors become one-line messages here, at the edge (exit status 2 for bad input, 1 for anything else); set
 CONVREC_DEBUG=1 to see tracebacks.
@@ -103,6 +103,18 @@ def cmd_chat(args: argparse.Namespace) -> int:
         print(f"convrec> {result.reply}\n   ({result.trace.timings['total']:.1f}s)")
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from agent.build import build_recommender
+    from eval.latency import format_report, measure_turn_latency
+
+    settings = _settings(args)
+    settings.db_path = settings.cache_dir / "bench-sessions.sqlite3"  # keep benchmark sessions apart
+    recommender, _ = build_recommender(settings, progress=True)
+    report = measure_turn_latency(recommender, sessions=args.sessions, warmup=args.warmup)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
 def cmd_memory(args: argparse.Namespace) -> int:
     from agent.store import SqliteSessionStore
 
@@ -149,6 +161,10 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("text", help="what the user says")
     index = command("index", cmd_index, "build the vector index (skipped when the catalog is unchanged)")
     index.add_argument("--force", action="store_true", help="rebuild even when unchanged")
+    bench = command("bench", cmd_bench, "turn latency per stage (p50/p95) over scripted sessions, in-process")
+    bench.add_argument("--sessions", type=int, default=3, help="scripted sessions of 6 turns (default 3)")
+    bench.add_argument("--warmup", type=int, default=2, help="turns run first and not counted (default 2)")
+    bench.add_argument("--json", action="store_true", help="print the report as JSON")
     memory = command("memory", cmd_memory, "show what a session remembers")
     memory.add_argument("--session", required=True)
     forget = command("forget", cmd_forget, "delete everything stored for a session")
@@ -158,6 +174,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("ANONYMIZED_TELEMETRY", "False")

@@ -1,0 +1,74 @@
+"""Turn latency on this machine: scripted sessions through `Recommender.run_turn`, p50/p95 per stage.
+
+    convrec bench --sessions 3        (in-process, the default engine; after warm-up turns that are not counted)
+
+The script is fixed and decoding is greedy, so reruns do the same work; the times are what varies.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+import uuid
+from collections import defaultdict
+
+from agent.turn import Recommender
+
+SCRIPT = (
+    "Hi! I loved The Matrix and Inception, what should I watch?",
+    "Something funnier please, nothing before 1990.",
+    "I didn't like the first one. What else?",
+    "Do you have anything with Tom Hanks?",
+    "An animated movie for the kids would be great.",
+    "I've seen the second one already. More like Toy Story?",
+)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100) of a non-empty list."""
+    ordered = sorted(values)
+    rank = max(1, round(q / 100 * len(ordered)))
+    return ordered[min(rank, len(ordered)) - 1]
+
+
+def measure_turn_latency(recommender: Recommender, *, sessions: int = 3, warmup: int = 2) -> dict:
+    """Run `sessions` scripted sessions; the first `warmup` turns overall are run but not counted."""
+    for k in range(warmup):
+        recommender.run_turn(f"bench-warmup-{uuid.uuid4().hex[:6]}", SCRIPT[k % len(SCRIPT)])
+    stages: dict[str, list[float]] = defaultdict(list)
+    recommendations, composed, fallbacks = 0, 0, 0
+    started = time.perf_counter()
+    for _ in range(sessions):
+        session_id = f"bench-{uuid.uuid4().hex[:8]}"
+        for text in SCRIPT:
+            result = recommender.run_turn(session_id, text)
+            for stage, seconds in result.trace.timings.items():
+                stages[stage].append(seconds)
+            recommendations += len(result.recommendations)
+            composed += sum(_composed_count(note) for note in result.trace.fallbacks)
+            fallbacks += any(note.startswith("fallback") for note in result.trace.fallbacks)
+        recommender.sessions.forget(session_id)
+    turns = len(stages["total"])
+    return {
+        "engine": recommender.engine.name, "model": recommender.engine.model_name, "turns": turns,
+        "wall_seconds": round(time.perf_counter() - started, 2),
+        "stages": {stage: {"p50": round(statistics.median(v), 3), "p95": round(percentile(v, 95), 3)}
+                   for stage, v in stages.items()},
+        "explanations_generated_and_kept": round(1 - composed / max(recommendations, 1), 3),
+        "ranking_fallback_turns": fallbacks,
+    }
+
+
+def _composed_count(note: str) -> int:
+    if not note.startswith("explanations composed from facts for "):
+        return 0
+    return int(note.split("for ", 1)[1].split(" ", 1)[0])
+
+
+def format_report(report: dict) -> str:
+    lines = [f"engine {report['engine']} · model {report['model']} · {report['turns']} turns "
+             f"in {report['wall_seconds']}s (after warm-up)", f"{'stage':<12}{'p50 s':>10}{'p95 s':>10}"]
+    lines += [f"{stage:<12}{v['p50']:>10.3f}{v['p95']:>10.3f}" for stage, v in report["stages"].items()]
+    lines.append(f"LLM explanations kept (every claim true): {report['explanations_generated_and_kept']:.1%}; "
+                 f"turns whose ranking fell back: {report['ranking_fallback_turns']}")
+    return "\n".join(lines)

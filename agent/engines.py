@@ -15,7 +15,8 @@ Errors: `EngineError` (the engine failed or is unavailable) is the one exception
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -37,6 +38,15 @@ class ChatEngine(Protocol):
 class ScoringEngine(ChatEngine, Protocol):
     def score_choices(self, messages: Sequence[BaseMessage], prefix: str, choices: Sequence[str]) -> list[float]:
         ...
+
+
+@contextmanager
+def _as_engine_error(what: str) -> Iterator[None]:
+    """Failures inside the model (out of memory, bad shapes) become EngineError, which the turn falls back on."""
+    try:
+        yield
+    except (RuntimeError, ValueError, IndexError, MemoryError) as error:
+        raise EngineError(f"{what} failed: {error}") from error
 
 
 def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
@@ -86,7 +96,7 @@ class TransformersEngine:
         torch = self._torch
         prompts = [self._encode_prompt(c) for c in conversations]
         batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt")
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), _as_engine_error("generate"):
             output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                          pad_token_id=self.tokenizer.pad_token_id)
         new_tokens = output[:, batch["input_ids"].shape[1]:]
@@ -111,7 +121,7 @@ class TransformersEngine:
             for j in range(len(ids)):
                 mask[0, 0, start + j, len(context) + start: len(context) + start + j + 1] = True
             positions += range(len(context), len(context) + len(ids))
-        with self._lock, torch.inference_mode():
+        with self._lock, torch.inference_mode(), _as_engine_error("score"):
             out = self.model(torch.tensor([context]), use_cache=True)
             first = torch.log_softmax(out.logits[0, -1], dim=-1)
             follow = self.model(torch.tensor([packed]), past_key_values=out.past_key_values, attention_mask=mask,

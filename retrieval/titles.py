@@ -14,7 +14,7 @@ Keys per item: the full title, also with hyphens and single letters joined ("Spi
 the same without the leading article ("Matrix" → "The Matrix"), score 0.95; the part before a colon or " - ",
 score 0.9 ("Police Academy 2" → "Police Academy 2: Their First Assignment"). A key shared by several items
 resolves to the version the following year names ("Ocean's Eleven (1960)", "Matrix 1999"), else the full title
-over an alias, then the most popular (`catalog.popularity`), then the earliest year, then the smallest id.
+over an alias, then the most popular (`catalog.popularity`), then the latest year, then the smallest id.
 
 Typos: a word of ≥ 4 letters that is not a common English word may be one edit (Damerau: insert, delete,
 replace, swap) from a title word, two edits for words of ≥ 8 letters, found through a deletion-neighbourhood
@@ -38,7 +38,7 @@ word like "Or", "Both"). What a key needs (`required_evidence`):
   Man", "Home Alone"). So "i loved it", "something up my alley" and "It was great" never match It or Up; "I
   loved It" does.
 - nothing: other titles match in any case ("i loved inception", "the dark knight").
-Typo matches need capitals, or a window of ≥ 2 words and ≥ 10 letters; a single lowercase word is never
+Typo matches need capitals, or a window of ≥ 2 words and ≥ 8 letters; a single lowercase word is never
 corrected. Overlapping candidates: one whose following year names a version wins, then the one covering more
 words, fewer edits, more letters, the better key (full title, alias, before the colon), the earlier.
 """
@@ -227,7 +227,7 @@ class _Version:
     popularity: float
 
     def order(self) -> tuple:
-        return (self.kind, -self.popularity, self.year is None, self.year or 0, self.item_id)
+        return (self.kind, -self.popularity, self.year is None, -(self.year or 0), self.item_id)
 
 
 @dataclass(frozen=True)
@@ -502,7 +502,7 @@ class TitleMatcher:
         capitalised = form.capitalised(cand.i, cand.j)
         if needed == CAPITALS and not capitalised:
             return False
-        return capitalised or not cand.edits or (not single and _letters(cand.key) >= 10)
+        return capitalised or not cand.edits or (not single and _letters(cand.key) >= 8)
 
     def _choose(self, key: tuple[str, ...], year: int | None) -> _Version:
         """The version a year names (also without the article: "the Godfather (1991)"), else the best."""

@@ -85,6 +85,12 @@ def test_without_a_year_the_most_popular_version_wins(matcher):
     assert matcher.lookup("ocean's eleven") == "8"
 
 
+def test_equally_popular_versions_resolve_to_the_latest():
+    items = {"old": Item("old", "Ocean's 11", 1960), "new": Item("new", "Ocean's Eleven", 2001)}
+    tied = TitleMatcher(Catalog(items=items, popularity={"old": 2, "new": 2}))
+    assert [m.item_id for m in tied.find("I loved oceans eleven")] == ["new"]
+
+
 def test_a_missing_leading_article_still_matches(matcher):
     [mention] = matcher.find("I loved Matrix")
     assert mention.item_id == "1" and mention.score < 1.0
@@ -93,7 +99,8 @@ def test_a_missing_leading_article_still_matches(matcher):
 
 @pytest.mark.parametrize(
     ("text", "item_id"),
-    [("The Matirx", "1"), ("I loved Inceptoin", "10"), ("i liked the matrix reloadde", "2")],
+    [("The Matirx", "1"), ("I loved Inceptoin", "10"), ("i liked the matrix reloadde", "2"),
+     ("i loved the matirx", "1")],
 )
 def test_small_typos_are_forgiven(matcher, text, item_id):
     assert found(matcher, text) == [item_id]

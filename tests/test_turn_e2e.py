@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 
 import pytest
 
 from agent.build import build_recommender
+from agent.engines import EngineError
 from agent.turn import InputError
 
 pytestmark = pytest.mark.slow
@@ -124,3 +126,40 @@ def test_a_message_naming_nothing_in_the_catalog_still_gets_recommendations(smal
     result = small_recommender.run_turn(new_session(), 'Have you seen "Zorblax Returns 9"?')
     assert result.recommendations
     assert "Zorblax" in result.reply
+
+
+class DownEngine:
+    name, model_name = "down", "down"
+
+    def generate(self, conversations, max_new_tokens):
+        raise EngineError("engine unavailable")
+
+
+class HallucinatingEngine:
+    """Generates rankings naming items that are not candidates (and, for explanations, false claims)."""
+
+    name, model_name = "hallucinating", "hallucinating"
+
+    def generate(self, conversations, max_new_tokens):
+        if '"ranking"' in conversations[0][0].content:
+            return ['{"ranking": ["tt9999999", "tt0000001", "tt0000002"]}']
+        return ["It won an Oscar for Best Picture and stars Tom Cruise."] * len(conversations)
+
+
+def test_engine_down_falls_back_to_retrieval_order_with_true_explanations(small_recommender):
+    r = dataclasses.replace(small_recommender, engine=DownEngine())
+    result = r.run_turn(new_session(), "I loved Alien")
+    assert len(result.recommendations) == r.settings.n
+    assert any("engine error" in note for note in result.trace.fallbacks)
+    for rec in result.recommendations:
+        assert r.checker.check(rec.explanation, r.catalog[rec.item_id], result.memory).grounded
+
+
+def test_items_outside_the_candidates_never_reach_the_user(small_recommender):
+    r = dataclasses.replace(small_recommender, engine=HallucinatingEngine())
+    result = r.run_turn(new_session(), "something like Jaws")
+    ids = [rec.item_id for rec in result.recommendations]
+    assert ids and all(i in r.catalog for i in ids) and "tt9999999" not in ids
+    assert any(note.startswith("fallback: invalid ranking twice") for note in result.trace.fallbacks)
+    assert all("Oscar" not in rec.explanation and "Tom Cruise" not in rec.explanation
+               for rec in result.recommendations)

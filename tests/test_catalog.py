@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import time
 from dataclasses import replace
@@ -24,11 +23,12 @@ from retrieval.catalog import (
     load_redial_catalog,
     parse_movie_name,
 )
+from tests.conftest import DATA_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
 MINI_DATA = FIXTURES / "mini_data"
-REAL_DATA = Path(os.environ.get("CONVREC_DATA_DIR", REPO.parent / "shared" / "data"))
+REAL_DATA = DATA_DIR
 MATRIX_DESCRIPTION = (
     "Action, Sci-Fi film from 1999, directed by Lana Wachowski and Lilly Wachowski, starring Keanu"
     " Reeves, Laurence Fishburne and Carrie-Anne Moss. Written by Lana Wachowski and Lilly Wachowski;"

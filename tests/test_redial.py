@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,11 @@ from retrieval.redial import (
     mentioned_ids,
     render_mentions,
 )
+from tests.conftest import DATA_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
-REAL_DATA = Path(os.environ.get("CONVREC_DATA_DIR", REPO.parent / "shared" / "data"))
+REAL_DATA = DATA_DIR
 needs_real_data = pytest.mark.skipif(not (REAL_DATA / "redial").is_dir(), reason=f"no data at {REAL_DATA}")
 
 

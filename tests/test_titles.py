@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import random
 import re
 import time
-from pathlib import Path
 
 import pytest
 
 from retrieval.catalog import Catalog, Item
 from retrieval.titles import TitleMatcher, split_year
+from tests.conftest import DATA_DIR
 
-DATA_DIR = Path(
-    os.environ.get("CONVREC_DATA_DIR") or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
 REDIAL = DATA_DIR / "redial"
 
 MOVIES = [

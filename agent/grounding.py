@@ -47,6 +47,15 @@ recommend recommended recommendation pick picks choice suggest suggestion worth 
 """Words an explanation may use freely: function words and the vocabulary of citing facts. Every other word must
 come from the item's facts, its title or the title of a movie the user liked, or it counts as an unsupported claim."""
 
+ROLE_CUES = {
+    "directed": "director", "director": "director", "directors": "director", "direct": "director",
+    "co-directed": "director", "starring": "starring", "stars": "starring", "star": "starring",
+    "starred": "starring", "featuring": "starring", "features": "starring", "cast": "starring",
+    "written": "writer", "writer": "writer", "writers": "writer", "wrote": "writer", "screenplay": "writer",
+    "co-written": "writer",
+}
+"""Words that say which credit the names after them have (until the next cue)."""
+
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 _YEAR_AFTER_TITLE = re.compile(r"\s*\(\s*\d{4}\s*\)|\s+\d{4}\b")
 _DECADE = re.compile(r"\b(?:(1[89]|20)(\d)0s|'?(\d)0s)\b")
@@ -94,7 +103,7 @@ class FactChecker:
         lowered = text.casefold()
         words = _WORD.findall(lowered)
         grams = sorted({" ".join(words[i:i + size]) for size in (1, 2, 3, 4) for i in range(len(words) - size + 1)})
-        claims = [Claim("person", self.people[g]) for g in grams if g in self.people]
+        claims = self._people_with_roles(words)
         claims += [Claim("country", self.countries[g]) for g in grams if g in self.countries]
         claims += [Claim("language", self.languages[g]) for g in grams if g in self.languages]
         claims += [Claim("genre", GENRE_WORDS[g] or g) for g in grams if g in GENRE_WORDS]
@@ -102,6 +111,21 @@ class FactChecker:
         claims += [Claim("decade", d) for d in sorted({m.group(0) for m in _DECADE.finditer(lowered)})]
         claims += [Claim("movie", m.item_id) for m in mentions]
         return list(dict.fromkeys(claims))
+
+    def _people_with_roles(self, words: list[str]) -> list[Claim]:
+        """Catalog people named in `words`; the nearest role cue before a name ("directed by", "starring",
+        "written by") makes the claim about that role, otherwise it is a claim of any credit ("person")."""
+        claims, role, i = [], "person", 0
+        while i < len(words):
+            role = ROLE_CUES.get(words[i], role)
+            for size in (4, 3, 2):
+                name = self.people.get(" ".join(words[i:i + size]))
+                if name:
+                    claims.append(Claim(role, name))
+                    i += size - 1
+                    break
+            i += 1
+        return claims
 
     def check(self, text: str, item: Item, state: SessionState) -> ClaimCheck:
         """Sort the claims of `text` into supported and unsupported; words no fact licenses are unsupported too."""
@@ -141,6 +165,8 @@ def _blank_titles(text: str, mentions: list) -> str:
 def _supports(claim: Claim, item: Item, state: SessionState, catalog: Catalog) -> bool:
     if claim.kind == "person":
         return claim.value in (*item.directors, *item.cast, *item.writers)
+    if claim.kind in ("director", "starring", "writer"):
+        return claim.value in {"director": item.directors, "starring": item.cast, "writer": item.writers}[claim.kind]
     if claim.kind == "genre":
         return claim.value in item.genres
     if claim.kind == "year":

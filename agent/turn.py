@@ -210,7 +210,7 @@ def _facts_of(check: ClaimCheck, item: Item, catalog: Catalog) -> dict[str, tupl
             if claim.value == item.item_id:
                 continue
             key, value = "liked", catalog[claim.value].label
-        elif claim.kind == "person":
+        elif claim.kind == "person":  # a name with no role cue: file it under the credit it has
             key = "director" if claim.value in item.directors else "starring" if claim.value in item.cast else "writer"
             value = claim.value
         else:

@@ -28,6 +28,7 @@ def liked(*ids: str) -> SessionState:
     "Inception is a 2010 Sci-Fi thriller directed by Christopher Nolan, starring Leonardo DiCaprio.",
     "Like The Matrix, which you liked, Inception is an action and sci-fi film.",
     "A Christopher Nolan film from 2010 with Tom Hardy.",
+    "Directed by Christopher Nolan, starring Leonardo DiCaprio, Elliot Page and Tom Hardy, written by Nolan.",
     "An English-language film from the United States, from the 2010s.",
 ])
 def test_true_explanations_are_grounded(checker, text):
@@ -36,7 +37,9 @@ def test_true_explanations_are_grounded(checker, text):
 
 
 @pytest.mark.parametrize("text, bad", [
-    ("Inception is a 2010 film directed by James Cameron.", Claim("person", "James Cameron")),
+    ("Inception is a 2010 film directed by James Cameron.", Claim("director", "James Cameron")),
+    ("Inception, written by Tom Hardy.", Claim("writer", "Tom Hardy")),
+    ("Inception, by Christopher Nolan and starring Christopher Nolan.", Claim("starring", "Christopher Nolan")),
     ("Inception is a romantic comedy from 2010.", Claim("genre", "Romance")),
     ("Inception, a 1999 classic by Christopher Nolan.", Claim("year", "1999")),
     ("A Christopher Nolan film from the 90s.", Claim("decade", "90s")),

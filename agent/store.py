@@ -1,7 +1,8 @@
 """Session memory and turn history in one SQLite file (WAL), so sessions survive restarts and crashes.
 
-Each `save` is one transaction: the new memory and the turn that produced it are committed together, or not at all.
-`forget` deletes every row of a session. A per-session lock serialises concurrent turns of one session within a
+Each `save` is one transaction: the new memory and the turn or feedback events that produced it are committed
+together, or not at all. With API keys, a session has an owner (a hash of the key that created it). `forget` deletes
+every row of a session. A per-session lock serialises concurrent turns of one session within a
 process (no lost updates); different sessions run in parallel.
 """
 
@@ -24,7 +25,8 @@ CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
     state      TEXT NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    owner      TEXT
 );
 CREATE TABLE IF NOT EXISTS turns (
     session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
@@ -35,6 +37,13 @@ CREATE TABLE IF NOT EXISTS turns (
     created_at REAL NOT NULL,
     PRIMARY KEY (session_id, turn_index)
 );
+CREATE TABLE IF NOT EXISTS events (
+    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
+    kind       TEXT NOT NULL,
+    item_id    TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id);
 """
 
 
@@ -54,6 +63,9 @@ class SqliteSessionStore:
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
+            if "owner" not in columns:  # a store written before sessions had owners
+                db.execute("ALTER TABLE sessions ADD COLUMN owner TEXT")
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -78,25 +90,47 @@ class SqliteSessionStore:
             row = db.execute("SELECT state FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
         return SessionState.from_dict(json.loads(row[0])) if row else None
 
-    def save(self, state: SessionState, turn: dict[str, Any] | None = None) -> None:
-        """Commit the memory, and the turn that produced it, in one transaction."""
+    def save(self, state: SessionState, turn: dict[str, Any] | None = None,
+             events: list[tuple[str, str]] = ()) -> None:
+        """Commit the memory with the turn or feedback events (kind, item_id) that produced it, in one transaction."""
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 db.execute(
-                    "INSERT INTO sessions VALUES (?, ?, ?, ?) ON CONFLICT(session_id) "
-                    "DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                    "INSERT INTO sessions (session_id, state, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(session_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
                     (state.session_id, json.dumps(state.to_dict()), now, now),
                 )
                 if turn is not None:
                     db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?)",
                                (state.session_id, state.turn_count, turn["user"], turn["reply"],
                                 json.dumps(turn), now))
+                db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)",
+                               [(state.session_id, kind, item_id, now) for kind, item_id in events])
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+
+    def claim(self, session_id: str, owner: str | None) -> str | None:
+        """Create the session for `owner` if it is new; return whoever owns it (None: nobody, e.g. no API keys)."""
+        now = time.time()
+        empty = json.dumps(SessionState(session_id).to_dict())
+        with self._connect() as db:
+            db.execute("INSERT OR IGNORE INTO sessions VALUES (?, ?, ?, ?, ?)", (session_id, empty, now, now, owner))
+            return db.execute("SELECT owner FROM sessions WHERE session_id = ?", (session_id,)).fetchone()[0]
+
+    def owner(self, session_id: str) -> tuple[bool, str | None]:
+        """(exists, owner) of a session."""
+        with self._connect() as db:
+            row = db.execute("SELECT owner FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+        return (row is not None, row[0] if row else None)
+
+    def events(self, session_id: str) -> list[tuple[str, str]]:
+        with self._connect() as db:
+            return db.execute("SELECT kind, item_id FROM events WHERE session_id = ? ORDER BY rowid",
+                              (session_id,)).fetchall()
 
     def history(self, session_id: str) -> list[dict[str, Any]]:
         """Every stored turn of a session, oldest first."""
@@ -110,6 +144,7 @@ class SqliteSessionStore:
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM turns WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
             deleted = db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,)).rowcount
             db.execute("COMMIT")
         return deleted > 0

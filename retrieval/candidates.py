@@ -8,7 +8,8 @@
       ──▶ weighted RRF ──▶ wanted genres/people boosted
       ──▶ hard filters (excluded items, excluded genres, year range) ──▶ top n
 
-Excluded items (mentioned, seen, rejected, already recommended) never come back. Duplicate catalog entries of one
+Excluded items (mentioned, seen, rejected, already recommended) never come back, and items with nothing to cite
+(see `explainable`) are never recommended. Duplicate catalog entries of one
 movie (same title and year under two ids, which ReDial has) are kept once.
 """
 
@@ -25,6 +26,16 @@ from agent.types import Candidate, Constraints
 from retrieval.catalog import Catalog, Item
 from retrieval.embeddings import Embedder
 from retrieval.index import ChromaIndex
+
+
+def explainable(item: Item) -> bool:
+    """An item is recommended only if its explanation can cite something: a main fact (year, genre, director, cast,
+    writer) or, for an item with no structured facts at all (a text-only user catalog), its own description.
+    ReDial has 548 of 6,924 entries with none (often a yearless duplicate such as "Star Wars"); they stay in the
+    catalog so mentions of them are understood, but are never recommended."""
+    if item.year or item.genres or item.directors or item.cast or item.writers:
+        return True
+    return not item.facts() and bool(item.description.strip()) and item.description.strip() != item.title
 
 
 @dataclass(frozen=True)
@@ -131,6 +142,8 @@ class HybridRetriever:
 
     def _allowed(self, item: Item, query: CandidateQuery) -> bool:
         c = query.constraints
+        if not explainable(item):
+            return False
         if item.item_id in query.exclude or set(item.genres) & set(c.excluded_genres):
             return False
         if c.min_year is not None and (item.year is None or item.year < c.min_year):

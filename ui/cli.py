@@ -1,4 +1,4 @@
-"""The `convrec` command line: chat, ask, index, bench, memory, forget.
+"""The `convrec` command line: chat, ask, index, serve, bench, load, crashtest, memory, forget.
 
 Errors become one-line messages here, at the edge (exit status 2 for bad input, 1 for anything else); set
 CONVREC_DEBUG=1 to see tracebacks.
@@ -115,6 +115,46 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ui.api.app import ServerConfig, create_app
+
+    settings = _settings(args)
+    if args.no_llm_explanations:
+        settings.explain_with_llm = False
+    if args.candidates:
+        settings.candidates_in_prompt = args.candidates
+    keys = tuple(args.api_key or [k for k in os.environ.get("CONVREC_API_KEYS", "").split(",") if k.strip()])
+    app = create_app(settings, ServerConfig(api_keys=keys, rate_limit=args.rate_limit))
+    print(f"convrec API on http://{args.host}:{args.port}/v1 (keys: {'on' if keys else 'off'}); "
+          "the model loads in the background, /health says when it is ready", file=sys.stderr)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from eval.load import run_load
+
+    report = run_load(args.url.rstrip("/"), clients=args.clients, turns=args.turns, api_key=args.key)
+    print(json.dumps(report.summary(), indent=2))
+    return 0 if report.failures == 0 else 1
+
+
+def cmd_crashtest(args: argparse.Namespace) -> int:
+    from eval.crash import run_crash_check
+
+    env = {**os.environ}
+    for flag, var in ((args.data_dir, "CONVREC_DATA_DIR"), (args.index_dir, "CONVREC_INDEX_DIR")):
+        if flag:
+            env[var] = str(flag)
+    env["CONVREC_DB"] = str(args.db or _settings(args).cache_dir / "crashtest.sqlite3")
+    report = run_crash_check(env, clients=args.clients, turns=args.turns, kill_after=args.kill_after,
+                             server_args=("--no-llm-explanations", "--candidates", "10"))
+    print(json.dumps(report, indent=2))
+    return 0 if report["lost"] == 0 else 1
+
+
 def cmd_memory(args: argparse.Namespace) -> int:
     from agent.store import SqliteSessionStore
 
@@ -165,6 +205,24 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--sessions", type=int, default=3, help="scripted sessions of 6 turns (default 3)")
     bench.add_argument("--warmup", type=int, default=2, help="turns run first and not counted (default 2)")
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    serve = command("serve", cmd_serve, "the OpenAI-compatible HTTP API")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; env CONVREC_API_KEYS)")
+    serve.add_argument("--rate-limit", type=int, default=600, help="requests per minute per key; 0 = off")
+    serve.add_argument("-n", type=int, help="recommendations per turn (default 5)")
+    serve.add_argument("--candidates", type=int, help="candidates the LLM ranks per turn (default 20)")
+    serve.add_argument("--no-llm-explanations", action="store_true",
+                       help="compose explanations from facts only (faster; no generation)")
+    load = command("load", cmd_load, "concurrent sessions against a running `convrec serve` (p50/p95, failures)")
+    load.add_argument("--url", default="http://127.0.0.1:8000")
+    load.add_argument("--clients", type=int, default=16)
+    load.add_argument("--turns", type=int, default=5)
+    load.add_argument("--key", help="Bearer key, if the server has keys")
+    crash = command("crashtest", cmd_crashtest, "kill -9 a loaded server, restart it, count lost turns")
+    crash.add_argument("--clients", type=int, default=8)
+    crash.add_argument("--turns", type=int, default=6)
+    crash.add_argument("--kill-after", type=float, default=20.0, help="seconds of load before kill -9")
     memory = command("memory", cmd_memory, "show what a session remembers")
     memory.add_argument("--session", required=True)
     forget = command("forget", cmd_forget, "delete everything stored for a session")

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible HTTP API: protocol (shapes), serving (logic), app (routes), metrics."""

@@ -1,0 +1,165 @@
+"""Serving logic of the API: OpenAI chat requests and feedback events onto the one `Recommender.run_turn`.
+
+How a chat request becomes a turn: the *last user message* is the turn's text. Earlier messages in the request are
+not replayed: the server's own session memory is the source of truth for history, so a client may send only the
+new message (or its whole transcript, which changes nothing). The session is `X-Session-Id`, else the `user` field,
+else a new one whose id is returned in the `X-Session-Id` header and the body's `session_id`.
+
+Streaming: the turn runs after the stream opens (the first chunk carries the assistant role), then the reply is sent
+line by line, then a chunk with the structured `recommendations`, the finish chunk, the usage chunk when asked for,
+and `data: [DONE]`. The turn is committed to SQLite before any of its content is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import asdict
+
+from agent import memory
+from agent.turn import InputError, Recommender, check_message, check_session_id
+from agent.types import TurnResult
+from ui.api.metrics import Metrics
+from ui.api.protocol import ApiError, ChatCompletionRequest, FeedbackEvent
+
+
+class ChatService:
+    def __init__(self, recommender: Recommender, metrics: Metrics) -> None:
+        self.recommender = recommender
+        self.metrics = metrics
+        self.created = int(time.time())
+
+    # -- models --------------------------------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        """The base model; LoRA adapters are listed here too once the server has any."""
+        return [self.recommender.engine.model_name]
+
+    def list_models(self) -> dict:
+        return {"object": "list", "data": [{"id": name, "object": "model", "created": self.created,
+                                            "owned_by": "convrec"} for name in self.model_names()]}
+
+    # -- chat ----------------------------------------------------------------------------------------------------
+    def prepare(self, request: ChatCompletionRequest, session_id: str | None,
+                owner: str | None) -> tuple[str, str, str]:
+        """Validate everything before any work: (session_id, text, model). Raises ApiError."""
+        model = request.model or self.model_names()[0]
+        if model not in self.model_names():
+            raise ApiError(400, f"unknown model {model!r}; GET /v1/models lists them", param="model",
+                           code="model_not_found")
+        users = [m for m in request.messages if m.role == "user"]
+        if not users:
+            raise ApiError(400, "messages must contain a user message", param="messages")
+        try:
+            text = check_message(users[-1].text(), self.recommender.settings.max_message_chars)
+            session_id = session_id or request.user or f"s-{uuid.uuid4().hex[:16]}"
+            check_session_id(session_id)
+        except InputError as error:
+            raise ApiError(400, str(error), param="messages") from None
+        self.claim(session_id, owner)
+        return session_id, text, model
+
+    def complete(self, session_id: str, text: str, model: str) -> dict:
+        result = self.run_turn(session_id, text)
+        body = self._envelope("chat.completion", model)
+        body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": result.reply},
+                            "finish_reason": "stop"}]
+        body["usage"] = self._usage(text, result.reply)
+        body["recommendations"] = _recommendations(result)
+        body["session_id"] = session_id
+        return body
+
+    def stream(self, session_id: str, text: str, model: str, include_usage: bool) -> Iterator[str]:
+        """Server-sent events; an error after the stream opened is sent as an error event before [DONE]."""
+        base = self._envelope("chat.completion.chunk", model)
+
+        def chunk(delta: dict, finish: str | None = None, **extra) -> str:
+            return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
+
+        yield chunk({"role": "assistant", "content": ""}, session_id=session_id)
+        try:
+            result = self.run_turn(session_id, text)
+        except Exception as error:  # the stream is open: report in-band, never a traceback
+            self.metrics.errors.labels(kind=type(error).__name__).inc()
+            yield _sse(ApiError(500, "the turn failed; nothing was stored for it", type="server_error").body())
+            yield "data: [DONE]\n\n"
+            return
+        for line in result.reply.splitlines(keepends=True):
+            yield chunk({"content": line})
+        yield chunk({}, recommendations=_recommendations(result), session_id=session_id)
+        yield chunk({}, "stop")
+        if include_usage:
+            yield _sse({**base, "choices": [], "usage": self._usage(text, result.reply)})
+        yield "data: [DONE]\n\n"
+
+    def run_turn(self, session_id: str, text: str) -> TurnResult:
+        result = self.recommender.run_turn(session_id, text)
+        self.metrics.observe_turn(result.trace)
+        return result
+
+    # -- sessions and feedback -----------------------------------------------------------------------------------
+    def claim(self, session_id: str, owner: str | None) -> None:
+        """Create the session for this key, or check the key owns it (another key's session is a 404)."""
+        if self.recommender.sessions.claim(session_id, owner) != owner:
+            raise _no_session(session_id)
+
+    def check_access(self, session_id: str, owner: str | None) -> None:
+        exists, stored_owner = self.recommender.sessions.owner(session_id)
+        if not exists or stored_owner != owner:
+            raise _no_session(session_id)
+
+    def get_session(self, session_id: str, owner: str | None) -> dict:
+        self.check_access(session_id, owner)
+        state = self.recommender.sessions.load(session_id)
+        return {"session_id": session_id, "memory": state.to_dict(),
+                "turns": len(self.recommender.sessions.history(session_id)),
+                "events": len(self.recommender.sessions.events(session_id))}
+
+    def delete_session(self, session_id: str, owner: str | None) -> dict:
+        self.check_access(session_id, owner)
+        self.recommender.sessions.forget(session_id)
+        return {"session_id": session_id, "deleted": True}
+
+    def apply_events(self, session_id: str, events: list[FeedbackEvent], owner: str | None) -> dict:
+        """Apply a batch of feedback events atomically: all are validated first, then stored in one transaction."""
+        self.check_access(session_id, owner)
+        unknown = [e.item_id for e in events if e.item_id not in self.recommender.catalog]
+        if unknown:
+            raise ApiError(400, f"unknown item_id {unknown[0]!r}: not in the catalog", param="item_id",
+                           code="unknown_item")
+        sessions = self.recommender.sessions
+        with sessions.locked(session_id):
+            state = sessions.load(session_id)
+            for event in events:
+                state = memory.apply_feedback(state, event.type, event.item_id)
+            sessions.save(state, events=[(e.type, e.item_id) for e in events])
+        for event in events:
+            self.metrics.events.labels(type=event.type).inc()
+        return {"session_id": session_id, "applied": len(events), "memory": state.to_dict()}
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+    def _envelope(self, kind: str, model: str) -> dict:
+        return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()), "model": model}
+
+    def _usage(self, prompt: str, completion: str) -> dict:
+        tokenizer = getattr(self.recommender.engine, "tokenizer", None)
+
+        def count(text: str) -> int:
+            return len(tokenizer(text)["input_ids"]) if tokenizer else len(text.split())
+
+        prompt_tokens, completion_tokens = count(prompt), count(completion)
+        return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens}
+
+
+def _recommendations(result: TurnResult) -> list[dict]:
+    return [asdict(r) for r in result.recommendations]
+
+
+def _sse(payload: dict) -> str:
+    return f"data: {json.dumps(payload, ensure_ascii=False)}\n\n"
+
+
+def _no_session(session_id: str) -> ApiError:
+    return ApiError(404, f"no session {session_id!r}", param="session_id", code="session_not_found")

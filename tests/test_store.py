@@ -1,3 +1,4 @@
+import json
 import sqlite3
 import threading
 
@@ -53,3 +54,32 @@ def test_concurrent_updates_to_one_session_lose_nothing(tmp_path):
         t.join()
     final = store.load("shared")
     assert final.turn_count == 16 and len(final.recommended) == 16 and len(store.history("shared")) == 16
+
+
+def test_a_session_is_claimed_once_and_keeps_its_owner(tmp_path):
+    store = SqliteSessionStore(tmp_path / "s.sqlite3")
+    assert store.claim("s1", "owner-a") == "owner-a"
+    assert store.claim("s1", "owner-b") == "owner-a"
+    store.save(memory.record(store.load("s1"), "hi", "yo", ()), turn={"user": "hi", "reply": "yo"})
+    assert store.owner("s1") == (True, "owner-a") and store.owner("nope") == (False, None)
+
+
+def test_feedback_events_are_stored_with_the_memory_and_forgotten_with_it(tmp_path):
+    store = SqliteSessionStore(tmp_path / "s.sqlite3")
+    state = memory.apply_feedback(SessionState("s"), "dislike", "m1")
+    store.save(state, events=[("dislike", "m1")])
+    assert store.events("s") == [("dislike", "m1")] and store.load("s").disliked == ("m1",)
+    store.forget("s")
+    assert store.events("s") == []
+
+
+def test_a_store_from_before_owners_is_upgraded_in_place(tmp_path):
+    path = tmp_path / "old.sqlite3"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE sessions (session_id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at REAL NOT NULL,"
+               " updated_at REAL NOT NULL)")
+    db.execute("INSERT INTO sessions VALUES ('old', ?, 0, 0)", (json.dumps(SessionState("old").to_dict()),))
+    db.commit()
+    db.close()
+    store = SqliteSessionStore(path)
+    assert store.load("old") == SessionState("old") and store.owner("old") == (True, None)

@@ -21,7 +21,7 @@ import math
 import threading
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
@@ -54,7 +54,6 @@ class ServerConfig:
 class _Loading:
     service: ChatService | None = None
     error: str | None = None
-    started: float = field(default_factory=time.monotonic)
 
 
 class RateLimiter:

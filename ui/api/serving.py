@@ -112,6 +112,8 @@ class ChatService:
     def get_session(self, session_id: str, owner: str | None) -> dict:
         self.check_access(session_id, owner)
         state = self.recommender.sessions.load(session_id)
+        if state is None:  # forgotten in between
+            raise _no_session(session_id)
         return {"session_id": session_id, "memory": state.to_dict(),
                 "turns": len(self.recommender.sessions.history(session_id)),
                 "events": len(self.recommender.sessions.events(session_id))}
@@ -131,6 +133,8 @@ class ChatService:
         sessions = self.recommender.sessions
         with sessions.locked(session_id):
             state = sessions.load(session_id)
+            if state is None:  # forgotten in between
+                raise _no_session(session_id)
             for event in events:
                 state = memory.apply_feedback(state, event.type, event.item_id)
             sessions.save(state, events=[(e.type, e.item_id) for e in events])

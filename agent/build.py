@@ -39,11 +39,15 @@ def load_cooccurrence(settings: Settings) -> Cooccurrence | None:
     return Cooccurrence(list(d.mentions) + [i for m in d.messages for i in mentioned_ids(m.text)] for d in dialogues)
 
 
+def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
+    return SentenceTransformerEmbedder(resolve_embedder(settings.embedding_model, settings.cache_dir),
+                                       name=settings.embedding_model)
+
+
 def build_recommender(settings: Settings, *, progress: bool = False, adapter: str | None = None,
                       catalog: Catalog | None = None) -> tuple[Recommender, IndexStatus]:
     catalog = catalog or load_settings_catalog(settings)
-    embedder = SentenceTransformerEmbedder(resolve_embedder(settings.embedding_model, settings.cache_dir),
-                                           name=settings.embedding_model)
+    embedder = load_embedder(settings)
     index, status = build_index(catalog, embedder, settings.index_dir, progress=progress)
     retriever = HybridRetriever(catalog, index, embedder, load_cooccurrence(settings))
     engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapter=adapter,

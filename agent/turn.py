@@ -4,12 +4,12 @@
       1. state      = sessions.load(session_id)                     (a new session when unknown)
       2. signals    = understand(text, state, catalog)               mentions + opinions, references, constraints
       3. state      = memory.update(state, signals)                  U(t) = f(U(t-1), X(t)), pure
-      4. candidates = retriever.candidates(query_from(state, text))   dense + co-occurrence + popularity, filtered
-      5. messages   = render_prompt("rank", ...)                      templates in prompts/templates
-      6. ranking    = rank_candidates(engine, messages, ids, n)       candidates only; repair once; fallback
-      7. recs       = explain(...)                                    LLM sentences checked claim by claim
-      8. state      = memory.record(...); sessions.save(state, turn)  one transaction
-      9. TurnResult(reply, recommendations, memory, trace)
+      4. ranked     = rank(state, text)                               candidates: dense + co-occurrence + popularity,
+                                                                      filtered; render_prompt("rank"); the LLM orders
+                                                                      them (candidates only; repair once; fallback)
+      5. recs       = explain(...)                                    LLM sentences checked claim by claim
+      6. state      = memory.record(...); sessions.save(state, turn)  one transaction
+      7. TurnResult(reply, recommendations, memory, trace)
 
 The CLI, the HTTP API, the web app and the evaluation all call this one method.
 """
@@ -64,17 +64,9 @@ class Recommender:
                 state = self.sessions.load(session_id) or SessionState(session_id=session_id)
                 signals = understand(text, state, self.catalog, self.matcher)
                 state = memory.update(state, signals)
-            with _stage(trace, "retrieve"):
-                candidates = self.retriever.candidates(query_from(state, text), self.settings.candidates_in_prompt)
-                trace.candidates = len(candidates)
-            with _stage(trace, "rank"):
-                messages = render_prompt("rank", memory=describe_memory(state, self.catalog),
-                                         conversation=describe_conversation(state, text),
-                                         candidates=describe_candidates(candidates, self.catalog), n=n)
-                ranking = rank_candidates(self.engine, messages, [c.item_id for c in candidates], n)
-                trace.fallbacks += [note for note in ranking.notes if note.startswith("fallback")]
+            ranked = self.rank(state, text, trace)
             with _stage(trace, "explain"):
-                recommendations = self.explain(state, ranking.item_ids[:n], trace)
+                recommendations = self.explain(state, ranked[:n], trace)
             reply = compose_reply(signals, recommendations, state, self.catalog)
             picked = tuple(r.item_id for r in recommendations)
             state = memory.record(state, text, reply, picked)
@@ -84,6 +76,22 @@ class Recommender:
                                                 "trace": trace.fallbacks})
         trace.timings["total"] = round(sum(trace.timings.values()), 4)
         return result
+
+    def rank(self, state: SessionState, text: str, trace: Trace, depth: int = 0) -> tuple[str, ...]:
+        """Steps 4-6: retrieve candidates, let the LLM order the first `candidates_in_prompt` of them, keep the rest
+        in retrieval order behind (up to `depth` items in all; the offline evaluation asks for 50)."""
+        with _stage(trace, "retrieve"):
+            wanted = max(depth, self.settings.candidates_in_prompt)
+            candidates = self.retriever.candidates(query_from(state, text), wanted)
+            shown = candidates[: self.settings.candidates_in_prompt]
+            trace.candidates = len(shown)
+        with _stage(trace, "rank"):
+            messages = render_prompt("rank", memory=describe_memory(state, self.catalog),
+                                     conversation=describe_conversation(state, text),
+                                     candidates=describe_candidates(shown, self.catalog), n=self.settings.n)
+            ranking = rank_candidates(self.engine, messages, [c.item_id for c in shown], self.settings.n)
+            trace.fallbacks += [note for note in ranking.notes if note.startswith("fallback")]
+        return (*ranking.item_ids, *(c.item_id for c in candidates[len(shown):]))
 
     def explain(self, state: SessionState, item_ids: tuple[str, ...], trace: Trace) -> list[Recommendation]:
         """One explanation per pick: the LLM's sentence when every claim in it is true, else one composed from facts."""

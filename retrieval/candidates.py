@@ -103,16 +103,15 @@ class HybridRetriever:
     config: FusionConfig = field(default_factory=FusionConfig)
 
     def candidates(self, query: CandidateQuery, n: int) -> list[Candidate]:
-        ranked_lists = {
-            "dense": self._dense(query),
-            "cooccurrence": self._cooccurrence(query),
-            "popularity": self._popular(),
-            "constraints": self._matching_constraints(query.constraints),
-        }
+        generators = {"dense": lambda: self._dense(query), "cooccurrence": lambda: self._cooccurrence(query),
+                      "popularity": self._popular, "constraints": lambda: self._matching_constraints(query.constraints)}
         fused: dict[str, float] = defaultdict(float)
         sources: dict[str, list[str]] = defaultdict(list)
-        for name, item_ids in ranked_lists.items():
+        for name, generate in generators.items():
             weight = getattr(self.config, name)
+            if weight <= 0:
+                continue
+            item_ids = generate()
             for rank, item_id in enumerate(item_ids[: self.config.depth]):
                 fused[item_id] += weight / (self.config.rrf_k + rank + 1)
                 sources[item_id].append(name)

@@ -1,4 +1,4 @@
-"""The `convrec` command line: chat, ask, index, serve, bench, load, crashtest, memory, forget.
+"""The `convrec` command line: chat, ask, index, serve, bench, load, crashtest, eval, memory, forget.
 
 Errors become one-line messages here, at the edge (exit status 2 for bad input, 1 for anything else); set
 CONVREC_DEBUG=1 to see tracebacks.
@@ -42,16 +42,12 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def cmd_index(args: argparse.Namespace) -> int:
-    from agent.build import load_settings_catalog
-    from agent.models import resolve_embedder
-    from retrieval.embeddings import SentenceTransformerEmbedder
+    from agent.build import load_embedder, load_settings_catalog
     from retrieval.index import build_index
 
     settings = _settings(args)
     catalog = load_settings_catalog(settings)
-    embedder = SentenceTransformerEmbedder(resolve_embedder(settings.embedding_model, settings.cache_dir),
-                                           name=settings.embedding_model)
-    _, status = build_index(catalog, embedder, settings.index_dir, progress=True, force=args.force)
+    _, status = build_index(catalog, load_embedder(settings), settings.index_dir, progress=True, force=args.force)
     verb = "built" if status.rebuilt else "up to date, not rebuilt"
     print(f"index {status.collection}: {status.count} items, {verb} ({status.seconds:.1f}s) in {settings.index_dir}")
     return 0
@@ -155,6 +151,30 @@ def cmd_crashtest(args: argparse.Namespace) -> int:
     return 0 if report["lost"] == 0 else 1
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from agent.build import build_recommender
+    from eval.redial_bench import ALL_SYSTEMS, format_markdown, run_benchmark
+    from retrieval.redial import load_redial_dialogues
+
+    settings = _settings(args)
+    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    unknown = [s for s in systems if s not in ALL_SYSTEMS]
+    if unknown:
+        raise UsageError(f"unknown system {unknown[0]!r}; choose from {', '.join(ALL_SYSTEMS)}")
+    path = Path(args.dialogues or settings.data_dir / "redial" / "test_dev.jsonl")
+    dialogues = load_redial_dialogues(path)[: args.limit or None]
+    recommender, _ = build_recommender(settings, progress=True)
+    results = run_benchmark(recommender, dialogues, systems)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "report.md").write_text(format_markdown(results))
+    print(format_markdown(results))
+    return 0
+
+
 def cmd_memory(args: argparse.Namespace) -> int:
     from agent.store import SqliteSessionStore
 
@@ -223,6 +243,12 @@ def _parser() -> argparse.ArgumentParser:
     crash.add_argument("--clients", type=int, default=8)
     crash.add_argument("--turns", type=int, default=6)
     crash.add_argument("--kill-after", type=float, default=20.0, help="seconds of load before kill -9")
+    evaluate = command("eval", cmd_eval, "ReDial recommendation accuracy of several systems (results.json, report.md)")
+    evaluate.add_argument("--dialogues", help="ReDial-format JSONL (default <data>/redial/test_dev.jsonl)")
+    evaluate.add_argument("--limit", type=int, default=0, help="first N dialogues only (default all)")
+    evaluate.add_argument("--systems", default="popularity,dense,cooccurrence,hybrid",
+                          help="comma-separated: popularity, dense, cooccurrence, hybrid, llm")
+    evaluate.add_argument("--out", default="eval-out", help="folder for results.json and report.md")
     memory = command("memory", cmd_memory, "show what a session remembers")
     memory.add_argument("--session", required=True)
     forget = command("forget", cmd_forget, "delete everything stored for a session")

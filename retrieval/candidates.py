@@ -57,8 +57,10 @@ class FusionConfig:
     """Weight of dense retrieval."""
     cooccurrence: float = 1.5
     """Weight of the collaborative signal (co-mentions in training dialogues)."""
-    popularity: float = 0.3
-    """Weight of popularity (mainly a cold-start prior)."""
+    popularity: float = 1.0
+    """Weight of popularity (a cold-start prior, and a strong signal in ReDial). Chosen on the validation dialogues
+    (train_sample/valid_data.jsonl, never the dev set): 0.3 -> 1.0 moved Recall@10 0.154 -> 0.170 and
+    Recall@50 0.266 -> 0.301 there."""
     constraints: float = 1.0
     """Weight of the list of items matching wanted genres/people."""
     dense_min_similarity: float = 0.4

@@ -131,6 +131,8 @@ class FactChecker:
         """Sort the claims of `text` into supported and unsupported; words no fact licenses are unsupported too."""
         supported, unsupported = [], []
         for claim in self.find_claims(text):
+            if claim.kind == "movie" and _is_the_item(claim.value, item, self.catalog):
+                continue  # naming the item itself cites no fact
             (supported if _supports(claim, item, state, self.catalog) else unsupported).append(claim)
         licensed = CONNECTIVES | self._licensed_words(item, state)
         for word in dict.fromkeys(_WORD.findall(_blank_titles(text, self.matcher.find(text)).casefold())):
@@ -178,10 +180,12 @@ def _supports(claim: Claim, item: Item, state: SessionState, catalog: Catalog) -
     if claim.kind == "language":
         return claim.value in item.languages
     if claim.kind == "movie":
-        if claim.value == item.item_id or (claim.value in catalog and catalog[claim.value].label == item.label):
-            return True
         return claim.value in state.liked and bool(shared_facts(item, catalog[claim.value]))
     return False
+
+
+def _is_the_item(item_id: str, item: Item, catalog: Catalog) -> bool:
+    return item_id == item.item_id or (item_id in catalog and catalog[item_id].label == item.label)
 
 
 def _in_decade(year: int, decade: str) -> bool:

@@ -53,9 +53,10 @@ def test_false_or_unverifiable_claims_are_caught(checker, text, bad):
     assert bad in check.unsupported and not check.grounded
 
 
-def test_an_explanation_citing_no_fact_is_not_grounded(checker):
-    check = checker.check("You will like this one.", CATALOG[INCEPTION], liked())
-    assert not check.unsupported and not check.grounded
+@pytest.mark.parametrize("text", ["You will like this one.", "Movie: Inception.", "Inception (2010)."])
+def test_an_explanation_citing_no_fact_is_not_grounded(checker, text):
+    check = checker.check(text, CATALOG[INCEPTION], liked())
+    assert not check.grounded and not [c for c in check.supported if c.kind != "year"]
 
 
 def test_a_liked_movie_is_a_fact_only_when_it_shares_something(checker):

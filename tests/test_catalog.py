@@ -27,7 +27,25 @@ from tests.conftest import DATA_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures"
-MINI_DATA = FIXTURES / "mini_data"
+MINI_FILES = FIXTURES / "mini_data"
+MINI_LAYOUT = {
+    "redial_movies.csv": "redial/movies_with_mentions.csv",
+    "redial_dbpedia_links.json": "redial/dbpedia/redial_id_to_dbpedia.json",
+    "redial_kg_facts.json": "redial/dbpedia/movie_kg_neighbors.json",
+    "redial_train_dialogues.jsonl": "redial/train_sample/train_data.jsonl",
+    "movietweetings_genres.csv": "movietweetings/mappings.csv",
+}
+"""Hand-written fixture files -> where the data directory layout expects them."""
+
+
+@pytest.fixture(scope="module")
+def mini_data(tmp_path_factory) -> Path:
+    """A data directory in the shared data's layout, assembled from the hand-written fixture files."""
+    root = tmp_path_factory.mktemp("mini_data")
+    for name, target in MINI_LAYOUT.items():
+        (root / target).parent.mkdir(parents=True, exist_ok=True)
+        (root / target).write_bytes((MINI_FILES / name).read_bytes())
+    return root
 REAL_DATA = DATA_DIR
 MATRIX_DESCRIPTION = (
     "Action, Sci-Fi film from 1999, directed by Lana Wachowski and Lilly Wachowski, starring Keanu"
@@ -315,8 +333,8 @@ def test_dbpedia_disambiguation_suffixes_blanks_repeats_and_placeholders_are_cle
 
 
 @pytest.fixture(scope="module")
-def mini() -> Catalog:
-    return load_redial_catalog(MINI_DATA)
+def mini(mini_data: Path) -> Catalog:
+    return load_redial_catalog(mini_data)
 
 
 def test_redial_catalog_has_every_movie_with_its_redial_id(mini: Catalog) -> None:
@@ -358,10 +376,10 @@ def test_redial_descriptions_say_only_what_the_facts_say(mini: Catalog) -> None:
     assert mini["100008"].description == "Film directed by Hayao Miyazaki."
 
 
-def test_load_catalog_reads_redial_by_default_and_files_by_path(mini: Catalog) -> None:
-    assert load_catalog(None, MINI_DATA).items == mini.items
-    assert load_catalog("redial", MINI_DATA).items == mini.items
-    from_file = load_catalog(str(FIXTURES / "small_catalog.csv"), MINI_DATA)
+def test_load_catalog_reads_redial_by_default_and_files_by_path(mini: Catalog, mini_data: Path) -> None:
+    assert load_catalog(None, mini_data).items == mini.items
+    assert load_catalog("redial", mini_data).items == mini.items
+    from_file = load_catalog(str(FIXTURES / "small_catalog.csv"), mini_data)
     assert "tt0133093" in from_file
 
 

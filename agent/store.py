@@ -16,7 +16,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from agent.types import SessionState
 
@@ -45,13 +45,6 @@ CREATE TABLE IF NOT EXISTS events (
 );
 CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id);
 """
-
-
-class SessionStore(Protocol):
-    def load(self, session_id: str) -> SessionState | None: ...
-    def save(self, state: SessionState, turn: dict[str, Any] | None = None) -> None: ...
-    def history(self, session_id: str) -> list[dict[str, Any]]: ...
-    def forget(self, session_id: str) -> bool: ...
 
 
 class SqliteSessionStore:

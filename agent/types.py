@@ -47,7 +47,7 @@ class Signals:
     clear_constraints: bool = False
     """The user asked to drop earlier constraints ("anything is fine", "forget the filters")."""
     unmatched_titles: tuple[str, ...] = ()
-    """Quoted or capitalised phrases that looked like titles but matched nothing in the catalog."""
+    """Quoted phrases ("..." or '...') that matched nothing in the catalog."""
 
 
 @dataclass(frozen=True)

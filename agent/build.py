@@ -51,7 +51,7 @@ def build_recommender(settings: Settings, *, progress: bool = False, adapter: st
     index, status = build_index(catalog, embedder, settings.index_dir, progress=progress)
     retriever = HybridRetriever(catalog, index, embedder, load_cooccurrence(settings))
     engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapter=adapter,
-                                model_name=settings.model)
+                                model_name=settings.model, dtype=settings.dtype)
     matcher = TitleMatcher(catalog)
     recommender = Recommender(settings=settings, catalog=catalog, matcher=matcher, retriever=retriever,
                               engine=engine, sessions=SqliteSessionStore(settings.db_path),

@@ -41,6 +41,9 @@ class Settings:
     """None or "redial" for the ReDial movie catalog, or a path to a CSV/JSONL catalog (flag --catalog)."""
     model: str = DEFAULT_LLM
     """LLM: the packaged default, a local checkpoint folder or a hub id (env CONVREC_MODEL, flag --model)."""
+    dtype: str = "auto"
+    """LLM weights: "auto" (bfloat16 where the hardware has it natively, else float32), "bfloat16" or "float32"
+    (env CONVREC_DTYPE)."""
     embedding_model: str = DEFAULT_EMBEDDER
     """Sentence embedder: the packaged default, a local folder or a hub id (flag --embedding-model)."""
     n: int = 5
@@ -61,6 +64,8 @@ class Settings:
         settings = cls(**given)
         if "model" not in given:
             settings.model = os.environ.get("CONVREC_MODEL", settings.model)
+        if "dtype" not in given:
+            settings.dtype = os.environ.get("CONVREC_DTYPE", settings.dtype)
         settings.data_dir = Path(settings.data_dir)
         settings.cache_dir = Path(settings.cache_dir)
         settings.index_dir = Path(settings.index_dir or os.environ.get("CONVREC_INDEX_DIR")

@@ -35,6 +35,8 @@ from retrieval.candidates import CandidateQuery, HybridRetriever
 from retrieval.catalog import Catalog, Item
 from retrieval.titles import TitleMatcher
 
+SENTENCE_ENDS = (".", "!", "?")
+"""An explanation is one sentence: generation stops there (the rest would be thrown away)."""
 SESSION_ID = re.compile(r"^[A-Za-z0-9._:@-]{1,128}$")
 
 
@@ -117,7 +119,8 @@ class Recommender:
         liked = "; ".join(self.catalog[i].label for i in state.liked[-3:] if i in self.catalog) or "nothing named yet"
         prompts = [render_prompt("explain", liked=liked, item=item.label, facts=_fact_line(item)) for item in items]
         try:
-            return [_first_sentence(t) for t in self.engine.generate(prompts, max_new_tokens=48)]
+            return [_first_sentence(t) for t in self.engine.generate(prompts, max_new_tokens=48,
+                                                                            stop=SENTENCE_ENDS)]
         except EngineError as error:
             trace.fallbacks.append(f"explanations: engine error: {error}")
             return [""] * len(items)

@@ -7,7 +7,7 @@ import torch
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from agent.config import Settings
-from agent.engines import TransformersEngine
+from agent.engines import TransformersEngine, pick_dtype
 from agent.models import resolve_llm
 
 pytestmark = pytest.mark.slow
@@ -15,6 +15,13 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def engine():
+    settings = Settings.from_env()
+    return TransformersEngine(resolve_llm(settings.model, settings.cache_dir), model_name=settings.model,
+                              dtype="float32")
+
+
+@pytest.fixture(scope="module")
+def auto_engine():
     settings = Settings.from_env()
     return TransformersEngine(resolve_llm(settings.model, settings.cache_dir), model_name=settings.model)
 
@@ -49,3 +56,25 @@ def test_generation_is_greedy_and_repeatable(engine):
     first = engine.generate([MESSAGES, MESSAGES[:1] + [HumanMessage("Say hello.")]], max_new_tokens=12)
     second = engine.generate([MESSAGES, MESSAGES[:1] + [HumanMessage("Say hello.")]], max_new_tokens=12)
     assert first == second and all(isinstance(t, str) and t for t in first)
+
+
+def test_auto_dtype_is_bfloat16_where_the_cpu_has_it_and_scores_stay_close(engine, auto_engine):
+    native = torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    assert auto_engine.dtype == ("bfloat16" if native else "float32")
+    prefix, choices = '{"ranking": ["', ['11"', '22"', '33"']
+    exact = engine.score_choices(MESSAGES, prefix, choices)
+    for fast, slow in zip(auto_engine.score_choices(MESSAGES, prefix, choices), exact, strict=True):
+        assert fast == pytest.approx(slow, abs=0.5)
+
+
+def test_generation_ends_at_the_first_stop_string(auto_engine):
+    question = [HumanMessage("Write three sentences about cats.")]
+    (free,) = auto_engine.generate([question], max_new_tokens=40)
+    (stopped,) = auto_engine.generate([question], max_new_tokens=40, stop=(".",))
+    assert stopped.endswith(".") and stopped.count(".") == 1
+    assert free.startswith(stopped) and len(free) > len(stopped)
+
+
+def test_an_unknown_dtype_is_refused():
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        pick_dtype("float8")

@@ -19,7 +19,7 @@ class ReplayEngine:
         self.answers = list(answers)
         self.calls: list = []
 
-    def generate(self, conversations, max_new_tokens):
+    def generate(self, conversations, max_new_tokens, stop=()):
         self.calls.append(conversations)
         answer = self.answers.pop(0)
         if isinstance(answer, Exception):
@@ -80,7 +80,7 @@ class FixedScores:
     name = "scores"
     model_name = "scores"
 
-    def generate(self, conversations, max_new_tokens):
+    def generate(self, conversations, max_new_tokens, stop=()):
         raise AssertionError("a scoring engine is not asked to generate a ranking")
 
     def score_choices(self, messages, prefix, choices):

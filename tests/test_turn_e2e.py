@@ -131,7 +131,7 @@ def test_a_message_naming_nothing_in_the_catalog_still_gets_recommendations(smal
 class DownEngine:
     name, model_name = "down", "down"
 
-    def generate(self, conversations, max_new_tokens):
+    def generate(self, conversations, max_new_tokens, stop=()):
         raise EngineError("engine unavailable")
 
 
@@ -140,7 +140,7 @@ class HallucinatingEngine:
 
     name, model_name = "hallucinating", "hallucinating"
 
-    def generate(self, conversations, max_new_tokens):
+    def generate(self, conversations, max_new_tokens, stop=()):
         if '"ranking"' in conversations[0][0].content:
             return ['{"ranking": ["tt9999999", "tt0000001", "tt0000002"]}']
         return ["It won an Oscar for Best Picture and stars Tom Cruise."] * len(conversations)

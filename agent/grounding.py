@@ -130,8 +130,9 @@ class FactChecker:
     def check(self, text: str, item: Item, state: SessionState) -> ClaimCheck:
         """Sort the claims of `text` into supported and unsupported; words no fact licenses are unsupported too."""
         supported, unsupported = [], []
+        itself = {m.item_id for m in self.matcher.find(text) if self._names_the_item(text, m, item)}
         for claim in self.find_claims(text):
-            if claim.kind == "movie" and _is_the_item(claim.value, item, self.catalog):
+            if claim.kind == "movie" and (claim.value in itself or _is_the_item(claim.value, item, self.catalog)):
                 continue  # naming the item itself cites no fact
             (supported if _supports(claim, item, state, self.catalog) else unsupported).append(claim)
         licensed = CONNECTIVES | self._licensed_words(item, state)
@@ -140,6 +141,16 @@ class FactChecker:
             if parts and word not in licensed and not all(p in licensed or _YEAR.fullmatch(p) for p in parts):
                 unsupported.append(Claim("unverified", word))
         return ClaimCheck(tuple(supported), tuple(unsupported))
+
+    def _names_the_item(self, text: str, mention, item: Item) -> bool:
+        """A mention of the item's own title ("Ghostbusters" for Ghostbusters (2016), which the matcher may read as
+        the 1984 film), unless a different year is written with it."""
+        other = self.catalog.get(mention.item_id)
+        if other is None or other.title.casefold() != item.title.casefold():
+            return False
+        after = _YEAR_AFTER_TITLE.match(text, mention.end)
+        written = _YEAR.findall(mention.surface + (after.group(0) if after else ""))
+        return not written or written[0] == str(item.year)
 
     def _licensed_words(self, item: Item, state: SessionState) -> set[str]:
         """Words of the item's facts and title, the titles the user liked, and the genre words its genres allow."""

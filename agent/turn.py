@@ -87,6 +87,7 @@ class Recommender:
             candidates = self.retriever.candidates(query_from(state, text), wanted)
             shown = candidates[: self.settings.candidates_in_prompt]
             trace.candidates = len(shown)
+            trace.candidate_ids = tuple(c.item_id for c in shown)
         with _stage(trace, "rank"):
             messages = render_prompt("rank", memory=describe_memory(state, self.catalog),
                                      conversation=describe_conversation(state, text),
@@ -99,6 +100,7 @@ class Recommender:
         """One explanation per pick: the LLM's sentence when every claim in it is true, else one composed from facts."""
         items = [self.catalog[i] for i in item_ids]
         generated = self._generate_explanations(state, items, trace)
+        trace.drafts = tuple(generated)
         recommendations, composed = [], 0
         for rank, (item, sentence) in enumerate(zip(items, generated, strict=True), start=1):
             check = self.checker.check(sentence, item, state) if sentence else None

@@ -123,13 +123,16 @@ class Recommendation:
 
 @dataclass
 class Trace:
-    """How the turn was produced: time per stage (seconds), engine, model and every fallback taken."""
+    """How the turn was produced: time per stage (seconds), engine, model, every fallback taken, what the LLM saw
+    (candidate ids) and what it wrote before the fact check (drafts, "" where it wrote no complete sentence)."""
 
     timings: dict[str, float] = field(default_factory=dict)
     engine: str = ""
     model: str = ""
     fallbacks: list[str] = field(default_factory=list)
     candidates: int = 0
+    candidate_ids: tuple[str, ...] = ()
+    drafts: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -74,3 +74,33 @@ def remove_seen(ranked: Sequence[str], relevant: Iterable[str], seen: Iterable[s
     """The "seen removed" setting: items mentioned earlier in the dialogue leave both the list and the ground truth."""
     seen = set(seen)
     return [i for i in ranked if i not in seen], {i for i in relevant if i not in seen}
+
+
+# Beyond accuracy, over the top-k lists a system produced.
+
+def coverage(lists: Iterable[Sequence[str]], catalog_size: int) -> float:
+    """Share of the catalog that appears in at least one list."""
+    shown = {item for ranked in lists for item in ranked}
+    return len(shown) / catalog_size if catalog_size else 0.0
+
+
+def intra_list_diversity(ranked: Sequence[str], vectors: dict[str, Sequence[float]]) -> float | None:
+    """Mean cosine distance (1 - cosine) between every pair of items of one list that have a vector."""
+    import numpy as np
+
+    rows = [np.asarray(vectors[i], dtype=np.float64) for i in ranked if i in vectors]
+    if len(rows) < 2:
+        return None
+    unit = np.stack([r / (np.linalg.norm(r) or 1.0) for r in rows])
+    similarity = unit @ unit.T
+    pairs = len(rows) * (len(rows) - 1)
+    return float((pairs - (similarity.sum() - np.trace(similarity))) / pairs)
+
+
+def novelty(ranked: Sequence[str], popularity: dict[str, float], catalog_size: int) -> float | None:
+    """Mean self-information -log2 p(item) of a list, p = (mentions + 1) / (all mentions + catalog size): items
+    nobody mentioned in training score highest."""
+    if not ranked:
+        return None
+    total = sum(popularity.values()) + catalog_size
+    return sum(-math.log2((popularity.get(i, 0.0) + 1) / total) for i in ranked) / len(ranked)

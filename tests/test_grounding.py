@@ -8,7 +8,7 @@ import pytest
 
 from agent.grounding import Claim, FactChecker, compose_explanation
 from agent.types import Constraints, SessionState
-from retrieval.catalog import load_catalog_file
+from retrieval.catalog import Catalog, Item, load_catalog_file
 from retrieval.titles import TitleMatcher
 
 CATALOG = load_catalog_file(Path(__file__).parent / "fixtures" / "small_catalog.jsonl")
@@ -85,3 +85,15 @@ def test_every_composed_explanation_passes_the_checker(checker, item_id):
     for state in (liked(), liked(MATRIX), liked(TOY_STORY, INCEPTION)):
         text, _ = compose_explanation(CATALOG[item_id], state, CATALOG)
         assert checker.check(text, CATALOG[item_id], state).grounded, text
+
+
+def test_the_items_own_title_without_a_year_is_the_item_even_when_a_namesake_exists():
+    remake = Item("g16", "Ghostbusters", 2016, genres=("Comedy",))
+    original = Item("g84", "Ghostbusters", 1984, genres=("Comedy",))
+    catalog = Catalog({i.item_id: i for i in (remake, original)})
+    checker = FactChecker(catalog, TitleMatcher(catalog))
+    state = SessionState("s")
+    assert checker.check("Ghostbusters is a Comedy film from 2016.", remake, state).grounded
+    assert checker.check("Ghostbusters (2016) is a Comedy film.", remake, state).grounded
+    wrong = checker.check("Ghostbusters (1984) is a Comedy film.", remake, state)
+    assert Claim("movie", "g84") in wrong.unsupported

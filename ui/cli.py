@@ -152,27 +152,72 @@ def cmd_crashtest(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import dataclasses
+    import subprocess
+    import time
     from pathlib import Path
 
     from agent.build import build_recommender
-    from eval.redial_bench import ALL_SYSTEMS, format_markdown, run_benchmark
-    from retrieval.redial import load_redial_dialogues
+    from agent.engines import TransformersEngine
+    from agent.models import resolve_llm
+    from eval.datasets import load_benchmark
+    from eval.redial_bench import ALL_SYSTEMS, run_benchmark
+    from eval.report import write_report
 
     settings = _settings(args)
-    systems = tuple(s.strip() for s in args.systems.split(",") if s.strip())
+    settings.db_path = settings.cache_dir / "eval-sessions.sqlite3"  # the evaluation keeps its memory in-process
+    settings.seed = args.seed
+    systems = tuple(dict.fromkeys(s.strip() for s in args.systems.split(",") if s.strip()))
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
     if unknown:
         raise UsageError(f"unknown system {unknown[0]!r}; choose from {', '.join(ALL_SYSTEMS)}")
+    if args.adapter and not Path(args.adapter, "adapter_config.json").is_file():
+        raise UsageError(f"--adapter {args.adapter}: no adapter_config.json there (a PEFT LoRA adapter folder)")
+    if args.adapter and "lora" not in systems:
+        systems += ("lora",)
+    if "lora" in systems and not args.adapter:
+        raise UsageError("the lora system needs --adapter DIR")
+    if args.limit < 0 or args.explain_dialogues < 0:
+        raise UsageError("--limit and --explain-dialogues are counts (0 = all / none)")
     path = Path(args.dialogues or settings.data_dir / "redial" / "test_dev.jsonl")
-    dialogues = load_redial_dialogues(path)[: args.limit or None]
+    started = time.perf_counter()
     recommender, _ = build_recommender(settings, progress=True)
-    results = run_benchmark(recommender, dialogues, systems)
+    benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, settings.data_dir, args.limit)
+    recommenders = {"llm": recommender}
+    if "lora" in systems:
+        engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapter=args.adapter,
+                                    model_name=f"{settings.model}+{Path(args.adapter).name}", dtype=settings.dtype)
+        recommenders["lora"] = dataclasses.replace(recommender, engine=engine)
+    explain = 0 if args.accuracy_only else args.explain_dialogues
+    print(f"{benchmark.dialogues} dialogues, {len(benchmark.turns)} turns; systems: {', '.join(systems)}; "
+          f"explanations on the first {explain} dialogues", file=sys.stderr)
+    results, records = run_benchmark(recommenders, benchmark, systems, explain_dialogues=explain,
+                                     progress=not args.no_progress, seed=args.seed)
+    results["run_seconds"] = round(time.perf_counter() - started, 1)
+    results["config"] = {"model": settings.model, "dtype": getattr(recommender.engine, "dtype", ""),
+                         "adapter": args.adapter, "candidates_in_prompt": settings.candidates_in_prompt,
+                         "catalog": recommender.catalog.source, "catalog_items": len(recommender.catalog),
+                         "seed": args.seed, "commit": _git_commit(subprocess)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "report.md").write_text(format_markdown(results))
-    print(format_markdown(results))
+    (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
+    with (out / "turns.jsonl").open("w", encoding="utf-8") as handle:
+        handle.writelines(json.dumps(record) + "\n" for record in records)
+    written = write_report(results, out)
+    print((out / "report.md").read_text(encoding="utf-8"))
+    print("wrote " + ", ".join(str(p) for p in [out / "results.json", out / "turns.jsonl", *written]), file=sys.stderr)
     return 0
+
+
+def _git_commit(subprocess) -> str:
+    from pathlib import Path
+
+    try:
+        done = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                              cwd=Path(__file__).resolve().parent.parent)
+        return done.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
@@ -243,12 +288,23 @@ def _parser() -> argparse.ArgumentParser:
     crash.add_argument("--clients", type=int, default=8)
     crash.add_argument("--turns", type=int, default=6)
     crash.add_argument("--kill-after", type=float, default=20.0, help="seconds of load before kill -9")
-    evaluate = command("eval", cmd_eval, "ReDial recommendation accuracy of several systems (results.json, report.md)")
-    evaluate.add_argument("--dialogues", help="ReDial-format JSONL (default <data>/redial/test_dev.jsonl)")
+    evaluate = command("eval", cmd_eval, "offline evaluation on ReDial: accuracy, grounding, explanation "
+                       "faithfulness, memory, beyond-accuracy, latency (results.json, report.md/.html, plots)")
+    evaluate.add_argument("--dialogues", help="official ReDial or CRSLab-format JSONL "
+                                              "(default <data>/redial/test_dev.jsonl)")
     evaluate.add_argument("--limit", type=int, default=0, help="first N dialogues only (default all)")
-    evaluate.add_argument("--systems", default="popularity,dense,cooccurrence,hybrid",
-                          help="comma-separated: popularity, dense, cooccurrence, hybrid, llm")
-    evaluate.add_argument("--out", default="eval-out", help="folder for results.json and report.md")
+    evaluate.add_argument("--systems", default="popularity,dense,cooccurrence,hybrid,llm",
+                          help="comma-separated: popularity, dense, cooccurrence, hybrid, llm, lora "
+                               "(default all but lora; --adapter adds lora)")
+    evaluate.add_argument("--engine", choices=["transformers"], default="transformers",
+                          help="LLM engine of the llm/lora systems")
+    evaluate.add_argument("--adapter", help="PEFT LoRA adapter folder: adds the lora system")
+    evaluate.add_argument("--explain-dialogues", type=int, default=200,
+                          help="generate and score explanations for the turns of the first N dialogues (default 200)")
+    evaluate.add_argument("--accuracy-only", action="store_true", help="no explanation generation (fastest)")
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
+    evaluate.add_argument("--out", default="eval-out", help="folder for results.json, turns.jsonl and the report")
     memory = command("memory", cmd_memory, "show what a session remembers")
     memory.add_argument("--session", required=True)
     forget = command("forget", cmd_forget, "delete everything stored for a session")

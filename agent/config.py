@@ -50,6 +50,9 @@ class Settings:
     """Recommendations per turn."""
     candidates_in_prompt: int = 20
     """How many retrieved candidates the LLM sees and ranks."""
+    retrieval_weight: float = 1.0
+    """How much the retrieval order counts when fused with the LLM's order of the candidates (0 = LLM only).
+    1.0 was the best of 0, 1 and 2 on the first 40 ReDial validation dialogues (Recall@10 0.087, 0.112, 0.104)."""
     max_message_chars: int = 4000
     """Longer user messages are refused with a clear error."""
     explain_with_llm: bool = True

@@ -22,6 +22,8 @@ from agent.engines import ChatEngine, EngineError, ScoringEngine
 from prompts import render_prompt
 
 ANSWER_PREFIX = '{"ranking": ["'
+RRF_K = 10
+"""Reciprocal-rank constant when the model's order is fused with the retrieval order (small: the lists are short)."""
 _JSON_OBJECT = re.compile(r"\{.*\}", re.DOTALL)
 
 
@@ -65,23 +67,28 @@ def parse_ranking(text: str, candidate_ids: Sequence[str], n: int) -> list[str]:
 
 
 def rank_candidates(engine: ChatEngine, messages: list[BaseMessage], candidate_ids: Sequence[str],
-                    n: int) -> RankingOutcome:
+                    n: int, retrieval_weight: float = 0.0) -> RankingOutcome:
+    """`candidate_ids` in retrieval order. A scoring engine's order is fused with it (reciprocal ranks,
+    `retrieval_weight` for the retrieval order, 1 for the model's); 0 keeps the model's order alone."""
     if not candidate_ids:
         return RankingOutcome((), ("no candidates",))
     try:
         if isinstance(engine, ScoringEngine):
-            return _rank_by_scores(engine, messages, candidate_ids, n)
+            return _rank_by_scores(engine, messages, candidate_ids, n, retrieval_weight)
         return _rank_by_generation(engine, messages, candidate_ids, n)
     except EngineError as error:
         return RankingOutcome(tuple(candidate_ids), (f"fallback: engine error: {error}",))
 
 
-def _rank_by_scores(engine: ScoringEngine, messages, candidate_ids, n) -> RankingOutcome:
+def _rank_by_scores(engine: ScoringEngine, messages, candidate_ids, n, retrieval_weight: float) -> RankingOutcome:
     scores = engine.score_choices(messages, ANSWER_PREFIX, [f'{i}"' for i in candidate_ids])
-    order = sorted(range(len(candidate_ids)), key=lambda k: (-scores[k], k))
+    by_model = sorted(range(len(candidate_ids)), key=lambda k: (-scores[k], k))
+    fused = {k: 1 / (RRF_K + position) for position, k in enumerate(by_model, start=1)}
+    fused = {k: value + retrieval_weight / (RRF_K + k + 1) for k, value in fused.items()}
+    order = sorted(fused, key=lambda k: (-fused[k], k))
     answer = json.dumps({"ranking": [candidate_ids[k] for k in order[:n]]})
     top = parse_ranking(answer, candidate_ids, n)  # the same validation every engine's answer goes through
-    return RankingOutcome(_complete(top, candidate_ids), ("scored",))
+    return RankingOutcome(_complete(top, [candidate_ids[k] for k in order]), ("scored",))
 
 
 def _rank_by_generation(engine: ChatEngine, messages, candidate_ids, n) -> RankingOutcome:

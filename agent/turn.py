@@ -92,7 +92,8 @@ class Recommender:
             messages = render_prompt("rank", memory=describe_memory(state, self.catalog),
                                      conversation=describe_conversation(state, text),
                                      candidates=describe_candidates(shown, self.catalog), n=self.settings.n)
-            ranking = rank_candidates(self.engine, messages, [c.item_id for c in shown], self.settings.n)
+            ranking = rank_candidates(self.engine, messages, [c.item_id for c in shown], self.settings.n,
+                                      self.settings.retrieval_weight)
             trace.fallbacks += [note for note in ranking.notes if note.startswith("fallback")]
         return (*ranking.item_ids, *(c.item_id for c in candidates[len(shown):]))
 

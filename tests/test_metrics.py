@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from eval.metrics import MRR, NDCG, Recall, mean, remove_seen
+from eval.metrics import MRR, NDCG, Recall, coverage, intra_list_diversity, mean, novelty, remove_seen
 
 RANKED = ["a", "b", "c", "d", "e"]
 
@@ -48,3 +48,23 @@ def test_seen_items_leave_the_list_and_the_ground_truth():
     ranked, relevant = remove_seen(RANKED, {"a", "d"}, seen={"a"})
     assert ranked == ["b", "c", "d", "e"] and relevant == {"d"}
     assert Recall(1)(ranked, relevant) == 0.0 and MRR()(ranked, relevant) == pytest.approx(1 / 3)
+
+
+def test_coverage_is_the_share_of_the_catalog_shown_in_any_list():
+    assert coverage([["a", "b"], ["b", "c"]], catalog_size=10) == pytest.approx(0.3)
+    assert coverage([], catalog_size=10) == 0.0
+
+
+def test_intra_list_diversity_is_the_mean_pairwise_cosine_distance():
+    vectors = {"x": [1.0, 0.0], "y": [0.0, 2.0], "x2": [3.0, 0.0]}
+    assert intra_list_diversity(["x", "y"], vectors) == pytest.approx(1.0)  # orthogonal
+    assert intra_list_diversity(["x", "x2"], vectors) == pytest.approx(0.0)  # same direction
+    assert intra_list_diversity(["x", "y", "x2"], vectors) == pytest.approx(2 / 3)  # pairs: 1, 0, 1
+    assert intra_list_diversity(["x", "unknown"], vectors) is None  # fewer than two vectors
+
+
+def test_novelty_is_the_mean_self_information_with_add_one_smoothing():
+    popularity = {"hit": 6.0, "rare": 0.0}  # total 6 mentions, catalog of 2: p(hit) = 7/8, p(rare) = 1/8
+    assert novelty(["rare"], popularity, catalog_size=2) == pytest.approx(3.0)
+    assert novelty(["hit", "rare"], popularity, catalog_size=2) == pytest.approx((-math.log2(7 / 8) + 3.0) / 2)
+    assert novelty([], popularity, catalog_size=2) is None

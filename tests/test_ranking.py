@@ -90,3 +90,12 @@ class FixedScores:
 def test_scoring_engine_ranks_by_likelihood():
     outcome = rank_candidates(FixedScores(), messages(), IDS, 2)
     assert outcome.item_ids == ("102", "103", "101", "104") and outcome.notes == ("scored",)
+
+
+def test_the_models_order_is_fused_with_the_retrieval_order_by_reciprocal_ranks():
+    # retrieval order 101..104; the model's 102, 103, 101, 104. With weight 1 (RRF_K = 10): 102 = 1/11 + 1/12,
+    # 101 = 1/13 + 1/11, 103 = 1/12 + 1/13, 104 = 1/14 + 1/14.
+    assert rank_candidates(FixedScores(), messages(), IDS, 2, retrieval_weight=1.0).item_ids == (
+        "102", "101", "103", "104")
+    # a heavy retrieval weight lets retrieval's first pick (101 = 1/13 + 3/11) beat the model's (102 = 1/11 + 3/12)
+    assert rank_candidates(FixedScores(), messages(), IDS, 2, retrieval_weight=3.0).item_ids[0] == "101"

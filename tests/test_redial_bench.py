@@ -1,11 +1,18 @@
-"""The ReDial benchmark protocol on real dev dialogues (and a crafted one)."""
+"""The ReDial benchmark protocol: both input formats, the replay, memory scoring, the systems on real dialogues."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from eval.redial_bench import ALL_SYSTEMS, format_markdown, replay, run_benchmark, utterances
-from retrieval.redial import Dialogue, Message, MovieForm, load_redial_dialogues
+from agent.types import SessionState
+from eval.datasets import BenchmarkFormatError, EntityMap, detect_format, load_benchmark, replay, utterances
+from eval.redial_bench import ALL_SYSTEMS, RETRIEVAL_SYSTEMS, memory_accuracy, run_benchmark
+from eval.report import build_tables, markdown
+from retrieval.catalog import Catalog, Item
+from retrieval.redial import Dialogue, Message, MovieForm
+from retrieval.titles import TitleMatcher
 from tests.conftest import DATA_DIR, needs_data
 
 
@@ -14,7 +21,12 @@ def crafted() -> Dialogue:
                 Message("Try @3", "recommender", 3), Message("or @1 again", "recommender", 4),
                 Message("seen @3, hated it", "seeker", 5), Message("Then @4", "recommender", 6))
     forms = {"1": MovieForm(0, 1, 1), "2": MovieForm(0, 1, 1), "3": MovieForm(1, 1, 0), "4": MovieForm(1, 0, 2)}
-    return Dialogue("d1", messages, {"1": "A", "2": "B", "3": "C", "4": "D"}, forms)
+    return Dialogue("d1", messages, {"1": "Alien (1979)", "2": "Heat (1995)", "3": "Clue (1985)",
+                                     "4": "Dune (2021)"}, forms)
+
+
+CATALOG = Catalog(items={i.item_id: i for i in (Item("1", "Alien", 1979), Item("2", "Heat", 1995),
+                                                 Item("3", "Clue", 1985), Item("4", "Dune", 2021))})
 
 
 def test_consecutive_messages_of_one_sender_form_one_utterance():
@@ -22,37 +34,80 @@ def test_consecutive_messages_of_one_sender_form_one_utterance():
         ("seeker", ["1", "2"]), ("recommender", ["3", "1"]), ("seeker", ["3"]), ("recommender", ["4"])]
 
 
-@pytest.mark.slow
-@needs_data
-def test_replay_scores_suggested_movies_with_the_memory_so_far(redial_recommender):
-    dialogue = load_redial_dialogues(DATA_DIR / "redial" / "test_dev.jsonl")[0]
-    turns, final = replay(dialogue, redial_recommender)
-    assert turns and all(t.relevant for t in turns)
-    assert all(i in redial_recommender.catalog for t in turns for i in t.relevant)
-    assert turns[-1].seen >= turns[0].seen and final.turn_count >= len(turns)
-
-
-@pytest.mark.slow
-@needs_data
-def test_a_small_benchmark_runs_every_retrieval_system(redial_recommender):
-    dialogues = load_redial_dialogues(DATA_DIR / "redial" / "test_dev.jsonl")[:5]
-    systems = tuple(s for s in ALL_SYSTEMS if s != "llm")
-    results = run_benchmark(redial_recommender, dialogues, systems)
-    for result in results["systems"].values():
-        assert result["out_of_catalog"] == 0 and result["repeats"] == 0
-        for setting in ("raw", "seen_removed"):
-            assert all(v["mean"] is None or 0.0 <= v["mean"] <= 1.0 for v in result[setting].values())
-    assert "GPT-4 zero-shot" in format_markdown(results)
+def test_replay_scores_suggested_movies_with_the_memory_so_far():
+    turns, final = replay(crafted(), CATALOG, TitleMatcher(CATALOG))
+    assert [sorted(t.relevant) for t in turns] == [["3"], ["4"]]  # @1 was mentioned but not suggested
+    first, second = turns
+    assert first.text == "Hi, I loved Alien (1979) and Heat (1995) any ideas?"
+    assert set(first.state.liked) == {"1", "2"} and first.seen == {"1", "2"}
+    assert second.seen == {"1", "2", "3"} and "3" in second.state.disliked
+    assert set(second.state.excluded()) >= {"1", "2", "3"}  # the recommender's @3 and @1 count as recommended
+    assert final.turn_count == 2
 
 
 def test_memory_accuracy_on_a_crafted_dialogue():
-    from agent.types import SessionState
-    from eval.redial_bench import memory_accuracy
-    from retrieval.catalog import Catalog, Item
-
-    catalog = Catalog(items={i: Item(i, i, 2000) for i in "1234"})
     # truth: liked {1, 2}, disliked {3}; the memory got 1 right, 4 wrong (form says "did not say"), 3 right
     state = SessionState("s", liked=("1", "4"), disliked=("3",))
-    scores = memory_accuracy([(state, crafted())], catalog)
+    scores = memory_accuracy([(state, crafted())], CATALOG)
     assert scores["liked"] == {"precision": 0.5, "recall": 0.5, "f1": 0.5, "predicted": 2, "actual": 2}
-    assert scores["disliked"]["precision"] == 1.0 and scores["disliked"]["recall"] == 1.0
+    assert scores["disliked"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "predicted": 1, "actual": 1}
+    assert memory_accuracy([(SessionState("s"), crafted())], CATALOG)["liked"]["precision"] is None
+
+
+def test_the_format_is_told_by_the_first_line_and_anything_else_is_refused(tmp_path):
+    official, crslab, other, broken = (tmp_path / n for n in ("a.jsonl", "b.jsonl", "c.jsonl", "d.jsonl"))
+    official.write_text(json.dumps({"conversationId": "1", "messages": []}) + "\n")
+    crslab.write_text("\n" + json.dumps({"context": [""], "rec": [1], "dialog_id": "test_1"}) + "\n")
+    other.write_text(json.dumps({"hello": 1}) + "\n")
+    broken.write_text("{not json\n")
+    assert detect_format(official) == "redial" and detect_format(crslab) == "crslab"
+    for path, message in ((other, "neither"), (broken, "not JSON"), (tmp_path / "none.jsonl", "no such file")):
+        with pytest.raises(BenchmarkFormatError, match=message):
+            detect_format(path)
+
+
+@needs_data
+def test_crslab_turns_replay_the_context_and_map_entities_to_catalog_ids(tmp_path):
+    """Two hand-written CRSLab lines of one dialogue, with He et al.'s real entity ids."""
+    from retrieval.catalog import load_catalog
+
+    catalog = load_catalog(None, DATA_DIR)
+    matcher = TitleMatcher(catalog)
+    entities = EntityMap(DATA_DIR, matcher)
+    police = next(e for e, uri in entities.uris.items() if uri.endswith("/Police_Academy_(film)"))
+    lebowski = next(e for e, uri in entities.uris.items() if uri.endswith("/The_Big_Lebowski"))
+    lines = [{"context": ["", "I loved Super Troopers (2001)"], "rec": [police], "prev_entity": [],
+              "dialog_id": "test_1"},
+             {"context": ["", "I loved Super Troopers (2001)", "You should watch Police Academy (1984)",
+                          "Seen it, hated it. Anything else?"], "rec": [lebowski, 999999999],
+              "prev_entity": [police], "dialog_id": "test_1"}]
+    path = tmp_path / "crslab.jsonl"
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    benchmark = load_benchmark(path, catalog, matcher, DATA_DIR)
+    assert benchmark.format == "crslab" and benchmark.dialogues == 1 and len(benchmark.turns) == 2
+    first, second = benchmark.turns
+    academy = entities.item(police)
+    assert catalog[academy].title == "Police Academy" and first.relevant == {academy}
+    assert catalog[entities.item(lebowski)].title == "The Big Lebowski"  # no DBpedia link: found by its URI title
+    assert "entity:999999999" in second.relevant  # unmapped stays in the ground truth: an honest miss
+    assert second.seen == {academy} and second.text == "Seen it, hated it. Anything else?"
+    assert academy in second.state.disliked and academy in second.state.excluded()
+    assert benchmark.notes["entity_mapping"]["unmapped"] == 1
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_small_benchmark_runs_every_retrieval_system_on_both_formats(redial_recommender):
+    retrieval = tuple(RETRIEVAL_SYSTEMS)
+    for path in (DATA_DIR / "redial" / "test_dev.jsonl", DATA_DIR / "redial" / "crslab_format" / "test_dev.jsonl"):
+        benchmark = load_benchmark(path, redial_recommender.catalog, redial_recommender.matcher, DATA_DIR, limit=5)
+        assert benchmark.dialogues == 5 and benchmark.turns
+        results, records = run_benchmark({"llm": redial_recommender}, benchmark, retrieval)
+        assert len(records) == len(benchmark.turns) and all(len(r["hybrid"]) == 10 for r in records)
+        for result in results["systems"].values():
+            assert result["grounding"]["out_of_catalog"] == 0 and result["grounding"]["repeats"] == 0
+            for setting in ("raw", "seen_removed"):
+                assert all(v["mean"] is None or 0.0 <= v["mean"] <= 1.0 for v in result[setting].values())
+            assert 0 < result["beyond"]["coverage@10"] < 1 and 0 < result["beyond"]["diversity@10"] < 2
+        assert "GPT-4 zero-shot" in markdown(results, build_tables(results), [])
+    assert set(ALL_SYSTEMS) == {*retrieval, "llm", "lora"}

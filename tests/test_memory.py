@@ -1,3 +1,5 @@
+import pytest
+
 from agent import memory
 from agent.types import Constraints, SessionState, Signals
 
@@ -72,3 +74,19 @@ def test_state_round_trips_through_a_dict():
     s = memory.update(state(), Signals(opinions=(("a", "liked"),), constraints=Constraints(genres=("Drama",))))
     s = memory.record(s, "hi", "reply", ("x", "y"))
     assert SessionState.from_dict(s.to_dict()) == s
+
+
+def test_every_memory_entry_can_be_listed_and_removed_alone():
+    from agent.memory import entries, remove_entry
+
+    state = SessionState("s", liked=("1", "2"), disliked=("3",), seen=("4",), recommended=("5",),
+                         constraints=Constraints(genres=("Comedy",), excluded_genres=("Horror",), people=("Tom Hanks",),
+                                                 min_year=1990))
+    listed = entries(state)
+    assert listed == ["liked:1", "liked:2", "disliked:3", "seen:4", "recommended:5", "genre:Comedy",
+                      "excluded_genre:Horror", "person:Tom Hanks", "min_year"]
+    for entry in listed:
+        assert entries(remove_entry(state, entry)) == [e for e in listed if e != entry]
+    assert remove_entry(state, "recommended:5").recommended == ()  # may be recommended again
+    with pytest.raises(ValueError, match="no entry"):
+        remove_entry(state, "liked:99")

@@ -129,6 +129,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ui(args: argparse.Namespace) -> int:
+    from ui.web import CSS, ApiBackend, LocalBackend, create_web_app
+
+    if args.api_url:
+        backend = ApiBackend(args.api_url, args.key)
+    else:
+        from agent.build import build_recommender
+
+        settings = _settings(args)
+        backend = LocalBackend(lambda: build_recommender(settings, progress=True)[0])
+    app = create_web_app(backend, concurrency_limit=args.concurrency)
+    print(f"convrec web chat on http://{args.host}:{args.port} "
+          f"({'via ' + args.api_url if args.api_url else 'model loading in the background'})", file=sys.stderr)
+    app.queue(default_concurrency_limit=args.concurrency).launch(
+        server_name=args.host, server_port=args.port, css=CSS, quiet=True, footer_links=["api"], ssr_mode=False)
+    return 0
+
+
 def cmd_load(args: argparse.Namespace) -> int:
     from eval.load import run_load
 
@@ -279,6 +297,13 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--candidates", type=int, help="candidates the LLM ranks per turn (default 20)")
     serve.add_argument("--no-llm-explanations", action="store_true",
                        help="compose explanations from facts only (faster; no generation)")
+    web = command("ui", cmd_ui, "the web chat (Gradio): cards, feedback buttons, an editable memory")
+    web.add_argument("--host", default="127.0.0.1")
+    web.add_argument("--port", type=int, default=7860)
+    web.add_argument("--api-url", help="use a running `convrec serve` (e.g. http://127.0.0.1:8000) instead of "
+                                       "loading the model in this process")
+    web.add_argument("--key", help="Bearer key for --api-url, if the server has keys")
+    web.add_argument("--concurrency", type=int, default=4, help="chat turns served at once (default 4)")
     load = command("load", cmd_load, "concurrent sessions against a running `convrec serve` (p50/p95, failures)")
     load.add_argument("--url", default="http://127.0.0.1:8000")
     load.add_argument("--clients", type=int, default=16)

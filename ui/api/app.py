@@ -195,6 +195,10 @@ def create_app(settings: Settings, config: ServerConfig | None = None, *, build=
             batch = [_validate(FeedbackEvent, body)]
         return await run_in_threadpool(service().apply_events, session_id, batch, owner)
 
+    @app.delete("/v1/sessions/{session_id}/memory/{entry:path}")
+    def remove_memory_entry(session_id: str, entry: str, request: Request):
+        return service().remove_entry(session_id, entry, authorize(request))
+
     @app.get("/v1/sessions/{session_id}")
     def get_session(session_id: str, request: Request):
         return service().get_session(session_id, authorize(request))

@@ -66,7 +66,7 @@ class ChatService:
         body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": result.reply},
                             "finish_reason": "stop"}]
         body["usage"] = self._usage(text, result.reply)
-        body["recommendations"] = _recommendations(result)
+        body["recommendations"] = recommendation_dicts(result, self.recommender.catalog)
         body["session_id"] = session_id
         return body
 
@@ -87,7 +87,7 @@ class ChatService:
             return
         for line in result.reply.splitlines(keepends=True):
             yield chunk({"content": line})
-        yield chunk({}, recommendations=_recommendations(result), session_id=session_id)
+        yield chunk({}, recommendations=recommendation_dicts(result, self.recommender.catalog), session_id=session_id)
         yield chunk({}, "stop")
         if include_usage:
             yield _sse({**base, "choices": [], "usage": self._usage(text, result.reply)})
@@ -142,6 +142,22 @@ class ChatService:
             self.metrics.events.labels(type=event.type).inc()
         return {"session_id": session_id, "applied": len(events), "memory": state.to_dict()}
 
+    def remove_entry(self, session_id: str, entry: str, owner: str | None) -> dict:
+        """Remove one memory entry ("liked:<id>", "genre:Comedy", "min_year", ...: agent.memory.ENTRY_KINDS)."""
+        self.check_access(session_id, owner)
+        sessions = self.recommender.sessions
+        with sessions.locked(session_id):
+            state = sessions.load(session_id)
+            if state is None:  # forgotten in between
+                raise _no_session(session_id)
+            try:
+                state = memory.remove_entry(state, entry)
+            except ValueError as error:
+                raise ApiError(404, str(error), param="entry", code="entry_not_found") from None
+            sessions.save(state, events=[("remove", entry)])
+        self.metrics.events.labels(type="remove").inc()
+        return {"session_id": session_id, "removed": entry, "memory": state.to_dict()}
+
     # -- helpers -------------------------------------------------------------------------------------------------
     def _envelope(self, kind: str, model: str) -> dict:
         return {"id": f"chatcmpl-{uuid.uuid4().hex}", "object": kind, "created": int(time.time()), "model": model}
@@ -157,8 +173,14 @@ class ChatService:
                 "total_tokens": prompt_tokens + completion_tokens}
 
 
-def _recommendations(result: TurnResult) -> list[dict]:
-    return [asdict(r) for r in result.recommendations]
+def recommendation_dicts(result: TurnResult, catalog) -> list[dict]:
+    """The Recommendation fields plus the item's headline facts (genres, directors, cast) for a card."""
+    out = []
+    for r in result.recommendations:
+        item = catalog[r.item_id]
+        out.append({**asdict(r), "genres": list(item.genres[:3]), "directors": list(item.directors[:2]),
+                    "cast": list(item.cast[:3])})
+    return out
 
 
 def _sse(payload: dict) -> str:

@@ -1,0 +1,176 @@
+"""The web chat: escaping (fast), then a real browser (Debian's chromium driven by playwright) against `convrec ui`
+with the real model and index, a gradio_client call of the chat endpoint, and hostile catalog text shown as text.
+
+The browser tests need /usr/bin/chromium (`make test` installs it). A screenshot goes to test-artifacts/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from agent.config import REPO_ROOT
+from eval.crash import free_port
+from tests.conftest import DATA_DIR, needs_data
+from ui.web import Card, card_markdown, entry_choices, memory_markdown, plain
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = REPO_ROOT / "test-artifacts"
+HOSTILE = '<img src="http://example.invalid/x.png" onerror="alert(1)"> <script>alert(2)</script> [click](http://x.invalid)'
+
+
+def test_untrusted_text_is_escaped_for_markdown_and_html():
+    escaped = plain(HOSTILE)
+    assert "<" not in escaped and ">" not in escaped and "](" not in escaped and "http:" not in escaped
+    card = card_markdown(Card("1", HOSTILE, HOSTILE, genres=[HOSTILE]), 1)
+    assert "<" not in card and "](" not in card
+    memory = {"session_id": "s", "liked": ["1"], "disliked": [], "seen": [], "recommended": [], "neutral": [],
+              "constraints": {"genres": ["Comedy"], "min_year": 1990}, "turns": [], "turn_count": 1}
+    assert "<" not in memory_markdown(memory, lambda i: HOSTILE)
+    assert entry_choices(memory, lambda i: "The Matrix (1999)") == [
+        ("liked: The Matrix (1999)", "liked:1"), ("wants: Comedy", "genre:Comedy"), ("min year", "min_year")]
+
+
+# -- the real app in a real browser --------------------------------------------------------------------------------
+
+def start_ui(env: dict, *extra: str, log: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    handle = log.open("ab")
+    process = subprocess.Popen([sys.executable, "-m", "ui.cli", "ui", "--port", str(port), *extra], cwd=REPO_ROOT,
+                               env=env, stdout=handle, stderr=handle)
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert process.poll() is None, log.read_text()[-3000:]
+        try:
+            if httpx.get(url, timeout=2).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.5)
+    process.kill()
+    raise AssertionError("convrec ui did not start in 120 s")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.fail("no /usr/bin/chromium: `make test` installs it (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+            "--disable-sync"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory, redial_index_dir):
+    tmp = tmp_path_factory.mktemp("ui")
+    env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir),
+           "CONVREC_DB": str(tmp / "sessions.sqlite3")}
+    process, url = start_ui(env, log=tmp / "ui.log")
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def wait_until_ready(page, timeout_s: float = 300) -> None:
+    page.locator("#convrec-engine").get_by_text("Ready.").wait_for(timeout=timeout_s * 1000)
+
+
+def send(page, text: str, timeout_s: float = 180) -> None:
+    page.locator("#convrec-message textarea").fill(text)
+    page.locator("#convrec-send").click()
+    page.locator("#convrec-status").get_by_text("Answered in").wait_for(timeout=timeout_s * 1000)
+
+
+def card_titles(page) -> list[str]:
+    titles = []
+    for k in range(10):
+        card = page.locator(f"#card-text-{k}")
+        if card.is_visible():
+            titles.append(card.locator("h3").inner_text().split(". ", 1)[1].strip())
+    return titles
+
+
+@pytest.mark.slow
+@needs_data
+def test_chat_cards_dislike_and_memory_in_a_real_browser(browser, ui_server):
+    page = browser.new_page(viewport={"width": 1280, "height": 1100})
+    page.goto(ui_server)
+    wait_until_ready(page)
+    send(page, "I loved The Matrix, what else?")
+    first = card_titles(page)
+    assert len(first) >= 3, first
+    assert "The Matrix (1999)" in page.locator("#convrec-memory").inner_text()  # liked, from the message
+    page.locator("#card-dislike-0").click()
+    page.locator("#card-text-0").get_by_text("it will not come back").wait_for(timeout=30_000)
+    memory = page.locator("#convrec-memory").inner_text()
+    disliked_line = next(line for line in memory.splitlines() if "Disliked" in line)
+    assert first[0] in disliked_line, memory
+    send(page, "What else do you have?")
+    second = card_titles(page)
+    assert len(second) >= 3 and first[0] not in second, (first, second)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "web-chat.png"), full_page=True)
+    page.close()
+
+
+@pytest.mark.slow
+@needs_data
+def test_the_chat_endpoint_through_gradio_client(ui_server):
+    from gradio_client import Client
+
+    client = Client(ui_server, verbose=False)
+    deadline = time.monotonic() + 300
+    while True:  # the model may still be loading in the server
+        history, *rest = client.predict("I loved Toy Story, something for the kids?", [], api_name="/chat")
+        if "Loading" not in json.dumps(history) or time.monotonic() > deadline:
+            break
+        time.sleep(3)
+    reply = history[-1]["content"]
+    text = reply if isinstance(reply, str) else " ".join(block.get("text", "") for block in reply)
+    assert "Here are my picks" in text
+    cards = [value for value in rest if isinstance(value, dict) and "### " in str(value.get("value", ""))]
+    assert len(cards) >= 3
+
+
+@pytest.mark.slow
+def test_hostile_catalog_text_is_shown_as_text(browser, tmp_path):
+    """A catalog whose titles and facts carry markup: the page shows the characters, makes no element of them."""
+    items = [{"id": str(k), "title": f"Film {k} {HOSTILE}", "year": 2000 + k, "genres": ["Comedy"],
+              "directors": [f"Jane <b>Doe</b> {k}"], "cast": ["A <i>B</i>"], "description": HOSTILE}
+             for k in range(6)]
+    catalog = tmp_path / "hostile.jsonl"
+    catalog.write_text("".join(json.dumps(item) + "\n" for item in items))
+    env = {**os.environ, "CONVREC_INDEX_DIR": str(tmp_path / "index"), "CONVREC_DB": str(tmp_path / "s.sqlite3")}
+    process, url = start_ui(env, "--catalog", str(catalog), log=tmp_path / "ui.log")
+    try:
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(url)
+        wait_until_ready(page)
+        send(page, "A comedy please")
+        assert card_titles(page)
+        for selector in ("#convrec-chat", "#card-text-0", "#convrec-memory"):
+            area = page.locator(selector)
+            assert area.locator("img").count() == 0 and area.locator("script").count() == 0
+            assert area.locator("a").count() == 0 and area.locator("b, i").count() == 0
+        assert "<img src=" in page.locator("#card-text-0").inner_text()
+        assert "<script>" in page.locator("#convrec-chat").inner_text() or "<img" in page.locator(
+            "#convrec-chat").inner_text()
+        assert not [u for u in requests if "invalid" in u]  # no remote image was fetched
+        page.close()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)

@@ -60,11 +60,16 @@ _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
 _YEAR_AFTER_TITLE = re.compile(r"\s*\(\s*\d{4}\s*\)|\s+\d{4}\b")
 _DECADE = re.compile(r"\b(?:(1[89]|20)(\d)0s|'?(\d)0s)\b")
 _WORD = re.compile(r"[\w'-]+")
+_COMPARISON = re.compile(r"\b(?:like|liked|love|loved|enjoyed|similar to|fans? of|as in|same \w+ as)\W*$",
+                         re.IGNORECASE)
+"""What must come right before another movie's title for the mention to be a comparison ("like The Matrix");
+another title anywhere else ("The Matrix is a war film", said of Saving Private Ryan) is an unsupported claim."""
 
 
 @dataclass(frozen=True)
 class Claim:
-    kind: str  # person | genre | year | country | language | movie
+    kind: str  # person | director | starring | writer | genre | year | decade | country | language | movie
+    #            (a comparison: "like <movie>") | movie_named (another title named any other way) | unverified
     value: str
 
 
@@ -99,7 +104,7 @@ class FactChecker:
         """Every concrete claim in `text`, in a stable order. A movie title (and the year written after it) is one
         claim, so words inside "Scary Movie (2000)" claim neither a genre nor a year."""
         mentions = self.matcher.find(text)
-        text = _blank_titles(text, mentions)
+        original, text = text, _blank_titles(text, mentions)
         lowered = text.casefold()
         words = _WORD.findall(lowered)
         grams = sorted({" ".join(words[i:i + size]) for size in (1, 2, 3, 4) for i in range(len(words) - size + 1)})
@@ -109,7 +114,8 @@ class FactChecker:
         claims += [Claim("genre", GENRE_WORDS[g] or g) for g in grams if g in GENRE_WORDS]
         claims += [Claim("year", y) for y in sorted(set(_YEAR.findall(text)))]
         claims += [Claim("decade", d) for d in sorted({m.group(0) for m in _DECADE.finditer(lowered)})]
-        claims += [Claim("movie", m.item_id) for m in mentions]
+        claims += [Claim("movie" if _COMPARISON.search(original[:m.start]) else "movie_named", m.item_id)
+                   for m in mentions]
         return list(dict.fromkeys(claims))
 
     def _people_with_roles(self, words: list[str]) -> list[Claim]:
@@ -132,7 +138,8 @@ class FactChecker:
         supported, unsupported = [], []
         itself = {m.item_id for m in self.matcher.find(text) if self._names_the_item(text, m, item)}
         for claim in self.find_claims(text):
-            if claim.kind == "movie" and (claim.value in itself or _is_the_item(claim.value, item, self.catalog)):
+            if claim.kind in ("movie", "movie_named") and (claim.value in itself
+                                                            or _is_the_item(claim.value, item, self.catalog)):
                 continue  # naming the item itself cites no fact
             (supported if _supports(claim, item, state, self.catalog) else unsupported).append(claim)
         licensed = CONNECTIVES | self._licensed_words(item, state)

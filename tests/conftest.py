@@ -37,9 +37,12 @@ def small_recommender(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def redial_index_dir(tmp_path_factory) -> Path:
-    """The ReDial index, built once per test run by `convrec index` (about a minute), then only read."""
+    """The ReDial index, built once per test run by `convrec index` (about a minute), then only read.
+    CONVREC_TEST_REDIAL_INDEX names an index built before, to skip the build while developing (CI never sets it)."""
     if not (DATA_DIR / "redial").is_dir():
         pytest.skip(f"no ReDial data in {DATA_DIR}")
+    if os.environ.get("CONVREC_TEST_REDIAL_INDEX"):
+        return Path(os.environ["CONVREC_TEST_REDIAL_INDEX"])
     index_dir = tmp_path_factory.mktemp("redial-index")
     env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(index_dir)}
     done = subprocess.run([sys.executable, "-m", "ui.cli", "index"], env=env, cwd=REPO_ROOT, capture_output=True,

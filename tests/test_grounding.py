@@ -96,4 +96,14 @@ def test_the_items_own_title_without_a_year_is_the_item_even_when_a_namesake_exi
     assert checker.check("Ghostbusters is a Comedy film from 2016.", remake, state).grounded
     assert checker.check("Ghostbusters (2016) is a Comedy film.", remake, state).grounded
     wrong = checker.check("Ghostbusters (1984) is a Comedy film.", remake, state)
-    assert Claim("movie", "g84") in wrong.unsupported
+    assert Claim("movie_named", "g84") in wrong.unsupported
+
+
+@pytest.mark.parametrize("text", [
+    "The Matrix (1999) is an Action and Sci-Fi film directed by Christopher Nolan.",  # another title as the subject
+    "The Matrix (2010) is a Sci-Fi film.",
+])
+def test_another_title_named_without_a_comparison_is_unsupported(checker, text):
+    """Seen with the base model: a liked title used as if it were the item. Only "like <title>" compares."""
+    check = checker.check(text, CATALOG[INCEPTION], liked(MATRIX))
+    assert not check.grounded and Claim("movie_named", MATRIX) in check.unsupported

@@ -72,3 +72,33 @@ def format_report(report: dict) -> str:
     lines.append(f"LLM explanations kept (every claim true): {report['explanations_generated_and_kept']:.1%}; "
                  f"turns whose ranking fell back: {report['ranking_fallback_turns']}")
     return "\n".join(lines)
+
+
+def measure_ui_latency(url: str, *, sessions: int = 2, warmup: int = 1, ready_timeout: float = 600) -> dict:
+    """The same script through a running web chat (`convrec ui`), as a browser tab sends it: the Gradio chat endpoint,
+    timed from request to the last streamed update. Each session is a fresh tab (empty session state)."""
+    from gradio_client import Client
+
+    client = Client(url, verbose=False)
+
+    def turn(text: str, history: list) -> tuple[list, float]:
+        started = time.perf_counter()
+        outputs = client.submit(text, history, api_name="/chat").result()
+        return outputs[0], time.perf_counter() - started
+
+    deadline = time.monotonic() + ready_timeout
+    while "Loading" in str(client.predict("hello", [], api_name="/chat")[0]):  # wait for the model
+        if time.monotonic() > deadline:
+            raise TimeoutError("the web chat did not finish loading the model")
+        time.sleep(3)
+    for k in range(warmup):
+        turn(SCRIPT[k % len(SCRIPT)], [])
+    seconds: list[float] = []
+    for _ in range(sessions):
+        client.reset_session()  # a new tab: a new convrec session
+        history: list = []
+        for text in SCRIPT:
+            history, elapsed = turn(text, history)
+            seconds.append(elapsed)
+    return {"url": url, "turns": len(seconds), "p50": round(statistics.median(seconds), 3),
+            "p95": round(percentile(seconds, 95), 3), "max": round(max(seconds), 3)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -78,7 +79,7 @@ def ui_server(tmp_path_factory, redial_index_dir):
     env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir),
            "CONVREC_DB": str(tmp / "sessions.sqlite3")}
     process, url = start_ui(env, log=tmp / "ui.log")
-    yield url
+    yield url, tmp / "sessions.sqlite3"
     process.terminate()
     process.wait(timeout=30)
 
@@ -105,8 +106,9 @@ def card_titles(page) -> list[str]:
 @pytest.mark.slow
 @needs_data
 def test_chat_cards_dislike_and_memory_in_a_real_browser(browser, ui_server):
+    url, db = ui_server
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
-    page.goto(ui_server)
+    page.goto(url)
     wait_until_ready(page)
     send(page, "I loved The Matrix, what else?")
     first = card_titles(page)
@@ -122,6 +124,19 @@ def test_chat_cards_dislike_and_memory_in_a_real_browser(browser, ui_server):
     assert len(second) >= 3 and first[0] not in second, (first, second)
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "web-chat.png"), full_page=True)
+
+    page.locator("#convrec-entry input").click()  # remove one memory entry
+    page.get_by_role("option", name="liked: The Matrix (1999)").click()
+    page.locator("#convrec-remove").click()
+    page.locator("#convrec-status").get_by_text("Removed from your memory").wait_for(timeout=30_000)
+    liked_line = next(line for line in page.locator("#convrec-memory").inner_text().splitlines() if "Liked" in line)
+    assert "The Matrix (1999)" not in liked_line
+
+    page.locator("#convrec-forget").click()  # forget me: the session is deleted from the store
+    page.locator("#convrec-status").get_by_text("Forgotten").wait_for(timeout=30_000)
+    assert "Nothing yet" in page.locator("#convrec-memory").inner_text() and not card_titles(page)
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] == 0
     page.close()
 
 
@@ -130,7 +145,7 @@ def test_chat_cards_dislike_and_memory_in_a_real_browser(browser, ui_server):
 def test_the_chat_endpoint_through_gradio_client(ui_server):
     from gradio_client import Client
 
-    client = Client(ui_server, verbose=False)
+    client = Client(ui_server[0], verbose=False)
     deadline = time.monotonic() + 300
     while True:  # the model may still be loading in the server
         history, *rest = client.predict("I loved Toy Story, something for the kids?", [], api_name="/chat")

@@ -101,8 +101,11 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     from agent.build import build_recommender
-    from eval.latency import format_report, measure_turn_latency
+    from eval.latency import format_report, measure_turn_latency, measure_ui_latency
 
+    if args.ui:
+        print(json.dumps(measure_ui_latency(args.ui, sessions=args.sessions), indent=2))
+        return 0
     settings = _settings(args)
     settings.db_path = settings.cache_dir / "bench-sessions.sqlite3"  # keep benchmark sessions apart
     recommender, _ = build_recommender(settings, progress=True)
@@ -288,6 +291,7 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--sessions", type=int, default=3, help="scripted sessions of 6 turns (default 3)")
     bench.add_argument("--warmup", type=int, default=2, help="turns run first and not counted (default 2)")
     bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.add_argument("--ui", metavar="URL", help="time the script through a running web chat (`convrec ui`) instead")
     serve = command("serve", cmd_serve, "the OpenAI-compatible HTTP API")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)

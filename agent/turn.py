@@ -62,18 +62,18 @@ class Recommender:
         n = self.settings.n
         trace = Trace(engine=self.engine.name, model=self.engine.model_name)
         with self.sessions.locked(session_id):
-            with _stage(trace, "understand"):
+            with timed_stage(trace, "understand"):
                 state = self.sessions.load(session_id) or SessionState(session_id=session_id)
                 signals = understand(text, state, self.catalog, self.matcher)
                 state = memory.update(state, signals)
             ranked = self.rank(state, text, trace)
-            with _stage(trace, "explain"):
+            with timed_stage(trace, "explain"):
                 recommendations = self.explain(state, ranked[:n], trace)
             reply = compose_reply(signals, recommendations, state, self.catalog)
             picked = tuple(r.item_id for r in recommendations)
             state = memory.record(state, text, reply, picked)
             result = TurnResult(session_id, reply, tuple(recommendations), state, trace)
-            with _stage(trace, "save"):
+            with timed_stage(trace, "save"):
                 self.sessions.save(state, turn={"user": text, "reply": reply, "recommended": list(picked),
                                                 "trace": trace.fallbacks})
         trace.timings["total"] = round(sum(trace.timings.values()), 4)
@@ -82,13 +82,13 @@ class Recommender:
     def rank(self, state: SessionState, text: str, trace: Trace, depth: int = 0) -> tuple[str, ...]:
         """Steps 4-6: retrieve candidates, let the LLM order the first `candidates_in_prompt` of them, keep the rest
         in retrieval order behind (up to `depth` items in all; the offline evaluation asks for 50)."""
-        with _stage(trace, "retrieve"):
+        with timed_stage(trace, "retrieve"):
             wanted = max(depth, self.settings.candidates_in_prompt)
             candidates = self.retriever.candidates(query_from(state, text), wanted)
             shown = candidates[: self.settings.candidates_in_prompt]
             trace.candidates = len(shown)
             trace.candidate_ids = tuple(c.item_id for c in shown)
-        with _stage(trace, "rank"):
+        with timed_stage(trace, "rank"):
             messages = render_prompt("rank", memory=describe_memory(state, self.catalog),
                                      conversation=describe_conversation(state, text),
                                      candidates=describe_candidates(shown, self.catalog), n=self.settings.n)
@@ -234,7 +234,8 @@ def _facts_of(check: ClaimCheck, item: Item, catalog: Catalog) -> dict[str, tupl
 
 
 @contextmanager
-def _stage(trace: Trace, name: str) -> Iterator[None]:
+def timed_stage(trace: Trace, name: str) -> Iterator[None]:
+    """Add the time spent in the block to trace.timings[name] (seconds)."""
     started = time.perf_counter()
     try:
         yield

@@ -19,10 +19,9 @@ import dataclasses
 import random
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 
-from agent.turn import Recommender, query_from
+from agent.turn import Recommender, query_from, timed_stage
 from agent.types import SessionState, Trace
 from eval.datasets import Benchmark, EvalTurn
 from eval.faithfulness import ExplanationStats
@@ -89,7 +88,7 @@ def evaluate_system(system: str, recommender: Recommender, turns: list[EvalTurn]
         ranked = rank(turn, trace)
         trace.timings["understand"] = turn.understand_seconds
         if is_llm and turn.dialogue_id in explained:
-            with _timed(trace, "explain"):
+            with timed_stage(trace, "explain"):
                 recommendations = recommender.explain(turn.state, ranked[:n], trace)
             items = [catalog[r.item_id] for r in recommendations]
             shown.add([r.explanation for r in recommendations], items, turn.state, recommender.checker)
@@ -137,7 +136,7 @@ def _ranker(recommender: Recommender, system: str) -> Callable[[EvalTurn, Trace]
     retriever = dataclasses.replace(recommender.retriever, config=RETRIEVAL_SYSTEMS[system])
 
     def rank(turn: EvalTurn, trace: Trace) -> list[str]:
-        with _timed(trace, "retrieve"):
+        with timed_stage(trace, "retrieve"):
             return [c.item_id for c in retriever.candidates(query_from(turn.state, turn.text), DEPTH)]
 
     return rank
@@ -210,15 +209,6 @@ def _mean_of(values) -> float | None:
 
 def _round(value: float | None) -> float | None:
     return None if value is None else round(value, 4)
-
-
-@contextmanager
-def _timed(trace: Trace, stage: str) -> Iterator[None]:
-    started = time.perf_counter()
-    try:
-        yield
-    finally:
-        trace.timings[stage] = trace.timings.get(stage, 0.0) + time.perf_counter() - started
 
 
 def _progress(turns: list[EvalTurn], system: str, enabled: bool):

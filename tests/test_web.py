@@ -18,9 +18,9 @@ import httpx
 import pytest
 
 from agent.config import REPO_ROOT
-from eval.crash import free_port
+from eval.crash import free_port, start_server
 from tests.conftest import DATA_DIR, needs_data
-from ui.web import Card, card_markdown, entry_choices, memory_markdown, plain
+from ui.web import ApiBackend, BackendUnavailable, Card, card_markdown, entry_choices, memory_markdown, plain
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -189,3 +189,33 @@ def test_hostile_catalog_text_is_shown_as_text(browser, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.slow
+@needs_data
+def test_the_api_backend_drives_a_running_server(tmp_path, redial_index_dir):
+    """`convrec ui --api-url`: the page's five calls against a real `convrec serve` on loopback."""
+    env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir),
+           "CONVREC_DB": str(tmp_path / "sessions.sqlite3")}
+    port = free_port()
+    server = start_server(port, env, "--no-llm-explanations", log_path=tmp_path / "serve.log")
+    try:
+        backend = ApiBackend(f"http://127.0.0.1:{port}")
+        assert backend.status() is None
+        answer = backend.turn("web-api", "I loved The Matrix, what else?")
+        assert len(answer.cards) >= 3 and all(card.label and card.explanation for card in answer.cards)
+        assert any(card.genres or card.directors or card.cast for card in answer.cards)
+        first = answer.cards[0].item_id
+        assert first in backend.feedback("web-api", "dislike", first)["disliked"]
+        assert first not in backend.remove("web-api", f"disliked:{first}")["disliked"]
+        with pytest.raises(ValueError, match="no entry"):
+            backend.remove("web-api", "liked:not-an-id")
+        backend.forget("web-api")
+        assert backend.memory("web-api") is None
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    nobody = ApiBackend(f"http://127.0.0.1:{free_port()}")
+    assert "unavailable" in nobody.status()
+    with pytest.raises(BackendUnavailable):
+        nobody.turn("s", "hello")

@@ -141,10 +141,12 @@ class ApiBackend:
         except httpx.HTTPError as error:
             raise BackendUnavailable(f"The server at {self.client.base_url} is unavailable: {error}") from None
         body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+        error = body.get("error") if isinstance(body, dict) else None
+        message = error.get("message") if isinstance(error, dict) else None
         if response.status_code == 503:
-            raise BackendUnavailable(body.get("error", {}).get("message", "the server is not ready"))
+            raise BackendUnavailable(message or f"The server is not ready ({body.get('status', 'loading')}).")
         if response.status_code >= 400:
-            raise ValueError(body.get("error", {}).get("message", f"HTTP {response.status_code}"))
+            raise ValueError(message or f"HTTP {response.status_code}")
         return body
 
     def status(self) -> str | None:

@@ -169,7 +169,9 @@ def _crslab_dialogues(path: Path) -> Iterator[tuple[str, list[dict]]]:
                 continue
             try:
                 line = json.loads(raw)
-                dialogue_id, _, _ = line["dialog_id"], list(line["context"]), [int(e) for e in line["rec"]]
+                dialogue_id = line["dialog_id"]
+                if not isinstance(line["context"], list) or not all(isinstance(e, int) for e in line["rec"]):
+                    raise ValueError("context must be a list and rec a list of entity ids")
             except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
                 raise BenchmarkFormatError(f"{path}, line {number}: not a CRSLab turn ({error})") from None
             if dialogue_id != current and lines:

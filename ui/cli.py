@@ -174,7 +174,6 @@ def cmd_crashtest(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     import dataclasses
-    import subprocess
     import time
     from pathlib import Path
 
@@ -218,7 +217,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results["config"] = {"model": settings.model, "dtype": getattr(recommender.engine, "dtype", ""),
                          "adapter": args.adapter, "candidates_in_prompt": settings.candidates_in_prompt,
                          "catalog": recommender.catalog.source, "catalog_items": len(recommender.catalog),
-                         "seed": args.seed, "commit": _git_commit(subprocess)}
+                         "seed": args.seed, "commit": _git_commit()}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -230,7 +229,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _git_commit(subprocess) -> str:
+def _git_commit() -> str:
+    """The checkout's short commit, recorded with the evaluation results ("" outside a git checkout)."""
+    import subprocess
     from pathlib import Path
 
     try:

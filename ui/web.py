@@ -263,8 +263,10 @@ def create_web_app(backend: Backend, *, concurrency_limit: int = 4):
     def label(item_id: str) -> str:
         return backend.label(item_id)
 
-    def panel(session_id: str) -> tuple:
-        memory = backend.memory(session_id) if session_id and backend.status() is None else None
+    def panel(session_id: str, memory: dict | None = None) -> tuple:
+        """The memory panel and its picker; the memory is fetched once unless the caller already has it."""
+        if memory is None and session_id and backend.status() is None:
+            memory = backend.memory(session_id)
         return memory_markdown(memory, label), gr.update(choices=entry_choices(memory, label), value=None)
 
     def card_updates(cards: list[Card], notes: dict[str, str] | None = None) -> list:
@@ -297,14 +299,14 @@ def create_web_app(backend: Backend, *, concurrency_limit: int = 4):
             yield (history, text, session_id, cards, *card_updates(cards), *panel(session_id), plain(str(error)))
             return
         seconds = time.perf_counter() - started
+        memory_view, old_cards = panel(session_id, answer.memory), card_updates(cards)
         shown = ""
         for line in answer.reply.splitlines(keepends=True):  # stream the reply line by line
             shown += line
             history[-1] = {"role": "assistant", "content": plain(shown)}
-            yield (history, "", session_id, cards, *card_updates(cards), *panel(session_id), "Answering…")
+            yield (history, "", session_id, cards, *old_cards, *memory_view, "Answering…")
         cards = answer.cards
-        yield (history, "", session_id, cards, *card_updates(cards), *panel(session_id),
-               f"Answered in {seconds:.1f} s.")
+        yield (history, "", session_id, cards, *card_updates(cards), *memory_view, f"Answered in {seconds:.1f} s.")
 
     def feedback(kind: str, k: int):
         notes = {"like": "👍 noted: more like this", "dislike": "👎 noted: it will not come back",

@@ -11,7 +11,7 @@ from pathlib import Path
 from agent.config import Settings
 from agent.engines import TransformersEngine
 from agent.grounding import FactChecker
-from agent.models import resolve_embedder, resolve_llm
+from agent.models import adapter_name, resolve_embedder, resolve_llm
 from agent.store import SqliteSessionStore
 from agent.turn import Recommender
 from retrieval.candidates import Cooccurrence, HybridRetriever
@@ -30,9 +30,13 @@ def load_settings_catalog(settings: Settings) -> Catalog:
     return load_catalog(settings.catalog, settings.data_dir)
 
 
+def cooccurrence_file(settings: Settings) -> Path:
+    return Path(settings.data_dir) / "redial" / "train_sample" / "train_data.jsonl"
+
+
 def load_cooccurrence(settings: Settings) -> Cooccurrence | None:
     """Co-mentions in the ReDial training dialogues (only for the ReDial catalog)."""
-    path = Path(settings.data_dir) / "redial" / "train_sample" / "train_data.jsonl"
+    path = cooccurrence_file(settings)
     if not uses_redial(settings) or not path.exists():
         return None
     dialogues = load_redial_dialogues(path)
@@ -46,12 +50,15 @@ def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
 
 def build_recommender(settings: Settings, *, progress: bool = False, adapter: str | None = None,
                       catalog: Catalog | None = None) -> tuple[Recommender, IndexStatus]:
+    if adapter or settings.adapter:
+        adapter_name(adapter or settings.adapter)  # a bad adapter folder fails before anything loads
     catalog = catalog or load_settings_catalog(settings)
     embedder = load_embedder(settings)
     index, status = build_index(catalog, embedder, settings.index_dir, progress=progress)
     retriever = HybridRetriever(catalog, index, embedder, load_cooccurrence(settings))
+    adapter = adapter or settings.adapter
     engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapter=adapter,
-                                model_name=settings.model, dtype=settings.dtype)
+                                model_name=adapter_name(adapter) if adapter else settings.model, dtype=settings.dtype)
     matcher = TitleMatcher(catalog)
     recommender = Recommender(settings=settings, catalog=catalog, matcher=matcher, retriever=retriever,
                               engine=engine, sessions=SqliteSessionStore(settings.db_path),

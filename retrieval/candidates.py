@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -81,18 +82,32 @@ class Cooccurrence:
         self.pairs: dict[str, Counter[str]] = defaultdict(Counter)
         self.counts: Counter[str] = Counter()
         for items in dialogues_items:
-            unique = sorted(set(items))
-            self.counts.update(unique)
-            for a in unique:
-                for b in unique:
-                    if a != b:
-                        self.pairs[a][b] += 1
+            self._add(sorted(set(items)), 1)
+
+    @contextmanager
+    def leaving_out(self, items: Iterable[str]) -> Iterator[None]:
+        """Within the block, the counts are as if one dialogue mentioning `items` had not been counted (for training
+        examples built from the same dialogues the counts came from: no answer leaks into the candidates)."""
+        unique = sorted(set(items))
+        self._add(unique, -1)
+        try:
+            yield
+        finally:
+            self._add(unique, 1)
+
+    def _add(self, unique: list[str], sign: int) -> None:
+        for a in unique:
+            self.counts[a] += sign
+            for b in unique:
+                if a != b:
+                    self.pairs[a][b] += sign
 
     def scores(self, seeds: Iterable[str]) -> dict[str, float]:
         total: Counter[str] = Counter()
         for seed in seeds:
             for other, together in self.pairs.get(seed, {}).items():
-                total[other] += together / math.sqrt(self.counts[seed] * self.counts[other])
+                if together > 0:
+                    total[other] += together / math.sqrt(self.counts[seed] * self.counts[other])
         return dict(total)
 
 

@@ -1,4 +1,4 @@
-"""The `convrec` command line: chat, ask, index, serve, bench, load, crashtest, eval, memory, forget.
+"""The `convrec` command line: chat, ask, index, serve, ui, bench, load, crashtest, eval, finetune, memory, forget.
 
 Errors become one-line messages here, at the edge (exit status 2 for bad input, 1 for anything else); set
 CONVREC_DEBUG=1 to see tracebacks.
@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
 def _settings(args: argparse.Namespace) -> Settings:
     return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, index_dir=args.index_dir,
                              db_path=args.db, catalog=args.catalog, model=args.model,
-                             embedding_model=args.embedding_model, n=getattr(args, "n", None))
+                             embedding_model=args.embedding_model, n=getattr(args, "n", None),
+                             adapter=getattr(args, "adapter", None) if args.command is not cmd_eval else None)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -179,7 +180,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     from agent.build import build_recommender
     from agent.engines import TransformersEngine
-    from agent.models import resolve_llm
+    from agent.models import adapter_name, resolve_llm
     from eval.datasets import load_benchmark
     from eval.redial_bench import ALL_SYSTEMS, run_benchmark
     from eval.report import write_report
@@ -206,7 +207,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     recommenders = {"llm": recommender}
     if "lora" in systems:
         engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapter=args.adapter,
-                                    model_name=f"{settings.model}+{Path(args.adapter).name}", dtype=settings.dtype)
+                                    model_name=adapter_name(args.adapter), dtype=settings.dtype)
         recommenders["lora"] = dataclasses.replace(recommender, engine=engine)
     explain = 0 if args.accuracy_only else args.explain_dialogues
     print(f"{benchmark.dialogues} dialogues, {len(benchmark.turns)} turns; systems: {', '.join(systems)}; "
@@ -226,6 +227,32 @@ def cmd_eval(args: argparse.Namespace) -> int:
     written = write_report(results, out)
     print((out / "report.md").read_text(encoding="utf-8"))
     print("wrote " + ", ".join(str(p) for p in [out / "results.json", out / "turns.jsonl", *written]), file=sys.stderr)
+    return 0
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from finetune.card import add_evaluation
+    from finetune.config import FinetuneConfig
+
+    out = Path(args.out)
+    if args.add_eval:
+        if not (out / "training.json").is_file():
+            raise UsageError(f"--out {out}: no training.json there (an adapter made by convrec finetune)")
+        print(f"wrote {add_evaluation(out, [Path(p) for p in args.add_eval])}")
+        return 0
+    from finetune.train import finetune
+
+    config = FinetuneConfig.load(args.config, max_steps=args.max_steps, max_dialogues=args.max_dialogues,
+                                 batch_size=args.batch_size, learning_rate=args.learning_rate, rank=args.rank,
+                                 seed=args.seed, on_miss=args.on_miss)
+    settings = _settings(args)
+    settings.db_path = settings.cache_dir / "finetune-sessions.sqlite3"
+    summary = finetune(settings, config, out, resume=args.resume, progress=not args.no_progress)
+    print(f"adapter {summary['adapter_name']} in {out}: {summary['steps']} steps in "
+          f"{summary['train_seconds'] / 60:.1f} min (total {summary['total_seconds'] / 60:.1f} min); validation loss "
+          f"{summary['initial_valid_loss']} -> {summary['best_valid_loss']} (best at step {summary['best_step']})")
     return 0
 
 
@@ -335,6 +362,25 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--out", default="eval-out", help="folder for results.json, turns.jsonl and the report")
+    tune = command("finetune", cmd_finetune, "train a LoRA adapter on the ReDial training dialogues (the prompts "
+                   "of a live turn); writes the adapter, training.json and a model card")
+    tune.add_argument("--config", help="JSON file of FinetuneConfig fields (finetune/config.py); flags override it")
+    tune.add_argument("--out", default="finetune-out/convrec-redial-lora", help="adapter folder (checkpoints inside)")
+    tune.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    tune.add_argument("--max-steps", type=int, help="optimizer steps (default 70)")
+    tune.add_argument("--max-dialogues", type=int, help="first N training dialogues only (default all)")
+    tune.add_argument("--batch-size", type=int, help="examples per step (default 8)")
+    tune.add_argument("--learning-rate", type=float, help="AdamW learning rate (default 5e-4)")
+    tune.add_argument("--rank", type=int, help="LoRA rank, 1-16 (default 8)")
+    tune.add_argument("--on-miss", choices=["skip", "insert"], help="turns where retrieval misses the answer")
+    tune.add_argument("--seed", type=int)
+    tune.add_argument("--no-progress", action="store_true", help="no progress bar")
+    tune.add_argument("--add-eval", metavar="RESULTS_JSON", action="append",
+                      help="only copy the numbers of a `convrec eval` results.json into the card of the adapter in "
+                           "--out (repeatable: e.g. the base model's run and the adapter's)")
+    for sub in (chat, ask, bench, serve, web):
+        sub.add_argument("--adapter", help="LoRA adapter folder from `convrec finetune` "
+                                           "(e.g. finetune/adapters/convrec-redial-lora; env CONVREC_ADAPTER)")
     memory = command("memory", cmd_memory, "show what a session remembers")
     memory.add_argument("--session", required=True)
     forget = command("forget", cmd_forget, "delete everything stored for a session")

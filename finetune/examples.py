@@ -1,0 +1,124 @@
+"""Supervised examples from ReDial training conversations, rendered with the very prompts a live turn uses.
+
+Each recommender turn that suggests a movie is replayed exactly as the offline evaluation replays a dev turn
+(eval.datasets.replay: convrec's own understanding and memory), then:
+
+- rank example: `agent.turn.rank_prompt` over this turn's retrieved candidates -> {"ranking": [...]} with the
+  suggested movies first (in retrieval order among themselves), then the other candidates in retrieval order, n ids.
+  For the dialogues the co-occurrence counts came from (train_sample/train_data.jsonl), the counts are taken
+  *without* the dialogue itself (`Cooccurrence.leaving_out`), so the answer does not leak into the candidates.
+  When retrieval misses every suggested movie, `on_miss="skip"` (the default) drops the turn: the order of the
+  candidates can only matter when the right movie is among them, and that is what the examples teach. "insert"
+  puts the suggested movies into the list at random positions (seeded; the last candidates make room). Suggested
+  movies the memory excludes (already mentioned, disliked) are never targets: convrec never recommends them.
+- explain examples: `agent.turn.explain_prompt` for the suggested movies (then the top candidates) -> the sentence
+  `agent.grounding.compose_explanation` builds from facts the movie truly shares with the liked movies the prompt
+  names (or the constraints asked for, or its headline facts). The model learns to say only what the facts say.
+
+`Example.answer_parts` splits the answer where the engines tokenize it separately (the ranking prefix, the first
+id plus its closing quote, the rest), so training sees the same tokens `TransformersEngine.score_choices` scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from langchain_core.messages import BaseMessage
+
+from agent.build import cooccurrence_file
+from agent.grounding import compose_explanation
+from agent.ranking import ANSWER_PREFIX
+from agent.turn import LIKED_IN_EXPLAIN, Recommender, explain_prompt, query_from, rank_prompt
+from agent.types import Candidate
+from eval.datasets import EvalTurn, load_benchmark
+from finetune.config import FinetuneConfig
+from retrieval.redial import Dialogue, mentioned_ids
+
+
+@dataclass(frozen=True)
+class Example:
+    kind: str
+    """"rank" or "explain"."""
+    dialogue_id: str
+    messages: tuple[BaseMessage, ...]
+    answer_parts: tuple[str, ...]
+
+    @property
+    def answer(self) -> str:
+        return "".join(self.answer_parts)
+
+
+def build_examples(recommender: Recommender, path: Path, config: FinetuneConfig, *,
+                   limit: int = 0) -> tuple[list[Example], Counter]:
+    """All examples of the dialogues in `path` (the first `limit`), and counts of what was built and skipped."""
+    benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, recommender.settings.data_dir, limit)
+    dialogues = {dialogue.dialogue_id: dialogue for _, dialogue in benchmark.finals}
+    counted = Path(path).resolve() == cooccurrence_file(recommender.settings).resolve()
+    rng = random.Random(config.seed)
+    counts: Counter = Counter()
+    examples: list[Example] = []
+    for turn in benchmark.turns:
+        with _without_dialogue(recommender, dialogues[turn.dialogue_id]) if counted else nullcontext():
+            examples += _turn_examples(recommender, turn, config, rng, counts)
+    counts["dialogues"] = benchmark.dialogues
+    counts["turns"] = len(benchmark.turns)
+    return examples, counts
+
+
+def _turn_examples(recommender: Recommender, turn: EvalTurn, config: FinetuneConfig, rng: random.Random,
+                   counts: Counter) -> Iterator[Example]:
+    catalog, settings = recommender.catalog, recommender.settings
+    excluded = set(turn.state.excluded())
+    targets = [i for i in sorted(turn.relevant) if i in catalog and i not in excluded]
+    if not targets:
+        counts["skipped: suggested movie already excluded"] += 1
+        return
+    shown = recommender.retriever.candidates(query_from(turn.state, turn.text), settings.candidates_in_prompt)
+    shown_ids = [c.item_id for c in shown]
+    hits = [i for i in shown_ids if i in targets]
+    if hits:
+        counts["rank: suggested movie retrieved"] += 1
+    elif config.on_miss == "skip" or not shown:
+        counts["skipped: retrieval missed the suggested movie"] += 1
+        return
+    else:
+        counts["rank: suggested movie inserted"] += 1
+        hits = targets[: max(1, len(shown) // 4)]
+        shown = shown[: len(shown) - len(hits)]
+        for item_id in hits:
+            shown.insert(rng.randrange(len(shown) + 1), Candidate(item_id, 0.0))
+        shown_ids = [c.item_id for c in shown]
+        hits = [i for i in shown_ids if i in hits]
+    order = [*hits, *(i for i in shown_ids if i not in hits)][: settings.n]
+    rest = json.dumps({"ranking": order})[len(ANSWER_PREFIX) + len(order[0]) + 1:]
+    yield Example("rank", turn.dialogue_id, tuple(rank_prompt(turn.state, turn.text, shown, catalog, settings.n)),
+                  (ANSWER_PREFIX, f'{order[0]}"', rest))
+    named_state = dataclasses.replace(turn.state, liked=turn.state.liked[-LIKED_IN_EXPLAIN:])
+    for item_id in list(dict.fromkeys(order))[: config.explain_per_turn]:
+        item = catalog[item_id]
+        sentence, _ = compose_explanation(item, named_state, catalog)
+        counts["explain"] += 1
+        yield Example("explain", turn.dialogue_id, tuple(explain_prompt(turn.state, item, catalog)), (sentence,))
+
+
+def _without_dialogue(recommender: Recommender, dialogue: Dialogue):
+    """The co-occurrence counts without this dialogue (the same items `agent.build.load_cooccurrence` counted)."""
+    cooccurrence = recommender.retriever.cooccurrence
+    if cooccurrence is None:
+        return nullcontext()
+    items = list(dialogue.mentions) + [i for m in dialogue.messages for i in mentioned_ids(m.text)]
+    return cooccurrence.leaving_out(items)
+
+
+def describe_mix(counts: Counter, examples: list[Example]) -> dict[str, int]:
+    kinds = Counter(e.kind for e in examples)
+    return {"dialogues": counts["dialogues"], "turns": counts["turns"], "rank examples": kinds["rank"],
+            "explain examples": kinds["explain"],
+            **{k: v for k, v in sorted(counts.items()) if k.startswith(("rank:", "skipped:"))}}

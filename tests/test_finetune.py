@@ -1,0 +1,258 @@
+"""LoRA fine-tuning: the recipe's checks, examples rendered with the live prompts, a few real training steps that
+lower the loss, an adapter that reloads to the same greedy output, the CLI with checkpoints and resume, and the
+committed adapter (trained on today's prompt templates, served by name)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import httpx
+import pytest
+
+from agent.config import REPO_ROOT, Settings
+from agent.models import adapter_name, resolve_llm
+from finetune.config import FinetuneConfig
+from prompts import TEMPLATE_VERSION
+from retrieval.candidates import Cooccurrence
+from tests.conftest import DATA_DIR, needs_data
+
+COMMITTED = REPO_ROOT / "finetune" / "adapters" / "convrec-redial-lora"
+VALID = DATA_DIR / "redial" / "train_sample" / "valid_data.jsonl"
+
+
+# -- the recipe -------------------------------------------------------------------------------------------------------
+
+def test_config_reads_a_file_and_flags_override_it(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"rank": 4, "max_steps": 9}))
+    config = FinetuneConfig.load(path, max_steps=3, batch_size=None)
+    assert (config.rank, config.max_steps, config.batch_size) == (4, 3, FinetuneConfig().batch_size)
+    assert config.to_dict()["target_modules"] == ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                                                  "down_proj"]
+
+
+@pytest.mark.parametrize("content, message", [
+    ("{not json", "not valid JSON"),
+    ('["rank"]', "JSON object"),
+    ('{"rnak": 4}', "unknown finetune config field 'rnak'"),
+    ('{"rank": 32}', "rank must be 1-16"),
+    ('{"on_miss": "guess"}', "on_miss must be one of"),
+    ('{"max_steps": 0}', "max_steps must be at least 1"),
+])
+def test_bad_configs_are_refused_with_the_reason(tmp_path, content, message):
+    path = tmp_path / "c.json"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        FinetuneConfig.load(path)
+
+
+def test_leaving_a_dialogue_out_removes_exactly_its_counts_and_restores_them():
+    cooccurrence = Cooccurrence([["a", "b", "c"], ["a", "b"], ["b", "d"]])
+    before = cooccurrence.scores(["a"])
+    with cooccurrence.leaving_out(["a", "b", "c", "a"]):
+        assert cooccurrence.scores(["a"]) == Cooccurrence([["a", "b"], ["b", "d"]]).scores(["a"])
+        assert "c" not in cooccurrence.scores(["a"])
+    assert cooccurrence.scores(["a"]) == before
+
+
+def test_a_bad_adapter_folder_is_refused_and_an_old_one_warns(tmp_path, capsys):
+    with pytest.raises(ValueError, match="no adapter_config.json"):
+        adapter_name(tmp_path)
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "training.json").write_text(json.dumps({"adapter_name": "x", "template_version": "old"}))
+    assert adapter_name(tmp_path) == "x"
+    assert "retrain it" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not COMMITTED.is_dir(), reason="no committed adapter")
+def test_the_committed_adapter_was_trained_on_these_prompt_templates():
+    training = json.loads((COMMITTED / "training.json").read_text())
+    assert training["template_version"] == TEMPLATE_VERSION, (
+        "prompts/templates changed since the committed adapter was trained: retrain it with "
+        "`convrec finetune --out finetune/adapters/convrec-redial-lora` and rerun `convrec eval --adapter`")
+    config = json.loads((COMMITTED / "adapter_config.json").read_text())
+    assert config["r"] <= 16 and not config.get("modules_to_save")
+    assert set(config["target_modules"]) >= {"q_proj", "v_proj", "up_proj", "down_proj"}
+    assert (COMMITTED / "README.md").read_text().count(TEMPLATE_VERSION) == 1
+    assert (COMMITTED / "adapter_model.safetensors").stat().st_size < 8_000_000
+
+
+# -- examples ---------------------------------------------------------------------------------------------------------
+
+class Recording:
+    """Wraps the real engine and keeps the messages of every call (to compare with the training examples)."""
+
+    def __init__(self, engine) -> None:
+        self.engine, self.name, self.model_name = engine, engine.name, engine.model_name
+        self.scored, self.generated = [], []
+
+    def generate(self, conversations, max_new_tokens, stop=()):
+        self.generated += [list(c) for c in conversations]
+        return self.engine.generate(conversations, max_new_tokens, stop)
+
+    def score_choices(self, messages, prefix, choices):
+        self.scored.append(list(messages))
+        return self.engine.score_choices(messages, prefix, choices)
+
+
+@pytest.mark.slow
+@needs_data
+def test_examples_render_exactly_the_prompts_of_a_live_turn(redial_recommender):
+    import dataclasses
+
+    from agent.types import Trace
+    from eval.datasets import load_benchmark
+    from finetune.examples import build_examples
+
+    examples, counts = build_examples(redial_recommender, VALID, FinetuneConfig(), limit=6)
+    ranks = [e for e in examples if e.kind == "rank"]
+    explains = [e for e in examples if e.kind == "explain"]
+    assert ranks and counts["rank: suggested movie retrieved"] == len(ranks) and len(explains) == len(ranks)
+    turns = load_benchmark(VALID, redial_recommender.catalog, redial_recommender.matcher, DATA_DIR, 6).turns
+    recording = Recording(redial_recommender.engine)
+    live = dataclasses.replace(redial_recommender, engine=recording)
+    rank_prompts, explain_prompts = [], []
+    for turn in turns:  # the live turn's own rank and explain steps, on the same memory
+        ranked = live.rank(turn.state, turn.text, Trace())
+        rank_prompts.append(recording.scored[-1])
+        wanted = [e for e in explains if e.dialogue_id == turn.dialogue_id]
+        for example in wanted:
+            item = next(redial_recommender.catalog[i] for i in ranked
+                        if f"Movie: {redial_recommender.catalog[i].label}\n" in example.messages[-1].content)
+            recording.generated.clear()
+            live.explain(turn.state, (item.item_id,), Trace())
+            explain_prompts.append(recording.generated[0])
+    for example in ranks:
+        assert list(example.messages) in rank_prompts  # the same rank prompt: memory, conversation, candidates
+        answer = json.loads(example.answer)["ranking"]
+        listed = example.messages[-1].content.split("Candidates (id: title, year, facts):\n")[1]
+        assert all(f"{item_id}: " in listed for item_id in answer) and len(answer) == 5
+        assert any(answer[0] in t.relevant for t in turns if t.dialogue_id == example.dialogue_id)
+        assert example.answer_parts[0] == '{"ranking": ["' and example.answer_parts[1] == f'{answer[0]}"'
+    assert all(list(e.messages) in explain_prompts for e in explains)
+    assert all(e.answer.endswith(".") for e in explains)
+
+
+# -- training ---------------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_examples(redial_recommender):
+    from finetune.examples import build_examples
+
+    examples, _ = build_examples(redial_recommender, VALID, FinetuneConfig(), limit=8)
+    ranks = [e for e in examples if e.kind == "rank"][:2]
+    explains = [e for e in examples if e.kind == "explain"][:2]
+    return ranks + explains
+
+
+@pytest.mark.slow
+@needs_data
+def test_a_few_steps_lower_the_loss_change_the_lora_weights_and_the_saved_adapter_reloads_the_same(
+        tiny_examples, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from finetune.train import example_loss, load_for_training, round_to_bfloat16, save_adapter, tokenize
+
+    torch.manual_seed(0)
+    config = FinetuneConfig(dtype="float32", dropout=0.0)
+    path = resolve_llm(Settings.from_env().model, Settings.from_env().cache_dir)
+    tokenizer, model = load_for_training(path, config)
+    data = [tokenize(e, tokenizer) for e in tiny_examples]
+    for ids, labels in data:  # loss on the answer only, which ends with <|im_end|>
+        answer = [t for t in labels if t != -100]
+        assert answer and labels[: len(ids) - len(answer)] == [-100] * (len(ids) - len(answer))
+        assert tokenizer.decode(answer[-1:]) == "<|im_end|>"
+
+    def mean_loss() -> float:
+        with torch.no_grad():
+            return sum(example_loss(model, ids, labels).item() for ids, labels in data) / len(data)
+
+    lora_b = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
+    assert all(not p.any() for p in lora_b.values())  # B starts at zero: the adapter starts as the base model
+    before = mean_loss()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    model.train()
+    for _ in range(4):
+        for ids, labels in data:
+            (example_loss(model, ids, labels) / len(data)).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    after = mean_loss()
+    assert after < before * 0.9, (before, after)
+    assert any(p.detach().ne(lora_b[n]).any() for n, p in model.named_parameters() if n in lora_b)
+
+    round_to_bfloat16(model)
+    save_adapter(model, tokenizer, tmp_path)
+    assert not json.loads((tmp_path / "adapter_config.json").read_text()).get("modules_to_save")
+    reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tmp_path)
+    prompt = torch.tensor([data[0][0][: data[0][1].index(next(t for t in data[0][1] if t != -100))]])
+    kwargs = {"max_new_tokens": 24, "do_sample": False, "pad_token_id": tokenizer.eos_token_id}
+    with torch.inference_mode():
+        ours = model.generate(input_ids=prompt, **kwargs)
+        theirs = reloaded.eval().generate(input_ids=prompt, **kwargs)
+    assert ours.tolist() == theirs.tolist()
+    assert tokenizer.decode(ours[0, prompt.shape[1]:]).startswith('{"ranking"')  # it learned the answer's shape
+
+
+def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ui.cli", *args], env=env, cwd=REPO_ROOT, capture_output=True,
+                          text=True, timeout=900)
+
+
+@pytest.mark.slow
+@needs_data
+def test_finetune_command_checkpoints_resumes_and_writes_a_card(tmp_path, redial_index_dir):
+    env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir)}
+    config = tmp_path / "tiny.json"
+    config.write_text(json.dumps({"max_dialogues": 4, "batch_size": 2, "eval_every": 1, "save_every": 1,
+                                  "valid_examples": 2, "adapter_name": "tiny-test"}))
+    out = tmp_path / "adapter"
+    first = run_cli("finetune", "--config", str(config), "--max-steps", "2", "--no-progress", "--out", str(out),
+                    env=env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-000001", "step-000002"]
+    second = run_cli("finetune", "--config", str(config), "--max-steps", "3", "--resume", "--no-progress",
+                     "--out", str(out), env=env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "resuming from step-000002 (step 2)" in second.stderr
+    training = json.loads((out / "training.json").read_text())
+    assert training["steps"] == 3 and [h["step"] for h in training["history"]] == [0, 1, 2, 3]
+    assert training["template_version"] == TEMPLATE_VERSION and training["mix"]["rank examples"] > 0
+    card = (out / "README.md").read_text()
+    assert "# tiny-test" in card and TEMPLATE_VERSION in card and "| 3 |" in card
+    assert adapter_name(out) == "tiny-test"
+
+    bad = run_cli("finetune", "--config", str(tmp_path / "missing.json"), "--out", str(out), env=env)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "missing.json" in bad.stderr
+    ask = run_cli("ask", "--session", "t1", "--adapter", str(tmp_path), "hello", env=env)
+    assert ask.returncode == 2 and "no adapter_config.json" in ask.stderr
+
+
+@pytest.mark.slow
+@needs_data
+@pytest.mark.skipif(not COMMITTED.is_dir(), reason="no committed adapter")
+def test_serve_with_the_adapter_lists_it_by_name_and_answers_with_it(tmp_path, redial_index_dir):
+    from eval.crash import free_port, start_server
+
+    env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir),
+           "CONVREC_DB": str(tmp_path / "sessions.sqlite3")}
+    port = free_port()
+    server = start_server(port, env, "--adapter", str(COMMITTED), "--candidates", "10",
+                          log_path=tmp_path / "serve.log")
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        models = [m["id"] for m in httpx.get(f"{url}/models", timeout=30).json()["data"]]
+        assert models == ["convrec-redial-lora"]
+        reply = httpx.post(f"{url}/chat/completions", timeout=300, json={
+            "model": "convrec-redial-lora", "messages": [{"role": "user", "content": "I loved The Matrix"}]})
+        assert reply.status_code == 200, reply.text
+        assert len(reply.json()["recommendations"]) == 5
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

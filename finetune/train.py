@@ -170,7 +170,7 @@ def finetune(settings: Settings, config: FinetuneConfig, out_dir: Path, *, resum
         "device": _device_name(), "torch_threads": torch.get_num_threads(),
         "dtype": pick_dtype(config.dtype),
     }
-    save_adapter(model, tokenizer, out_dir)
+    save_adapter(model, tokenizer, out_dir, base_name=settings.model)
     (out_dir / TRAINING_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_card(out_dir)
     return summary
@@ -186,11 +186,14 @@ def round_to_bfloat16(model) -> None:
             param.data = param.data.to(torch.bfloat16).float()
 
 
-def save_adapter(model, tokenizer, out_dir: Path) -> None:
-    """adapter_config.json + adapter_model.safetensors (bfloat16); no tokenizer changes, no modules_to_save."""
+def save_adapter(model, tokenizer, out_dir: Path, base_name: str | None = None) -> None:
+    """adapter_config.json + adapter_model.safetensors (bfloat16); no tokenizer changes, no modules_to_save.
+    `base_name` replaces this machine's path to the base model in the config (the adapter is portable)."""
     import torch
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    if base_name:
+        model.peft_config["default"].base_model_name_or_path = base_name
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
     for p in lora:
         p.data = p.data.to(torch.bfloat16)

@@ -67,7 +67,6 @@ def test_a_bad_adapter_folder_is_refused_and_an_old_one_warns(tmp_path, capsys):
     assert "retrain it" in capsys.readouterr().err
 
 
-@pytest.mark.skipif(not COMMITTED.is_dir(), reason="no committed adapter")
 def test_the_committed_adapter_was_trained_on_these_prompt_templates():
     training = json.loads((COMMITTED / "training.json").read_text())
     assert training["template_version"] == TEMPLATE_VERSION, (
@@ -75,6 +74,7 @@ def test_the_committed_adapter_was_trained_on_these_prompt_templates():
         "`convrec finetune --out finetune/adapters/convrec-redial-lora` and rerun `convrec eval --adapter`")
     config = json.loads((COMMITTED / "adapter_config.json").read_text())
     assert config["r"] <= 16 and not config.get("modules_to_save")
+    assert config["base_model_name_or_path"] == "smollm2-135m-instruct"  # no path of the machine it was made on
     assert set(config["target_modules"]) >= {"q_proj", "v_proj", "up_proj", "down_proj"}
     assert (COMMITTED / "README.md").read_text().count(TEMPLATE_VERSION) == 1
     assert (COMMITTED / "adapter_model.safetensors").stat().st_size < 8_000_000
@@ -114,25 +114,22 @@ def test_examples_render_exactly_the_prompts_of_a_live_turn(redial_recommender):
     turns = load_benchmark(VALID, redial_recommender.catalog, redial_recommender.matcher, DATA_DIR, 6).turns
     recording = Recording(redial_recommender.engine)
     live = dataclasses.replace(redial_recommender, engine=recording)
-    rank_prompts, explain_prompts = [], []
+    matched = 0
     for turn in turns:  # the live turn's own rank and explain steps, on the same memory
-        ranked = live.rank(turn.state, turn.text, Trace())
-        rank_prompts.append(recording.scored[-1])
-        wanted = [e for e in explains if e.dialogue_id == turn.dialogue_id]
-        for example in wanted:
-            item = next(redial_recommender.catalog[i] for i in ranked
-                        if f"Movie: {redial_recommender.catalog[i].label}\n" in example.messages[-1].content)
+        live.rank(turn.state, turn.text, Trace())
+        for rank, explain in zip(ranks, explains, strict=True):  # built in pairs: a rank example, its explanation
+            if list(rank.messages) != recording.scored[-1]:
+                continue
+            matched += 1  # the same rank prompt: memory, conversation, candidates
+            answer = json.loads(rank.answer)["ranking"]
+            listed = rank.messages[-1].content.split("Candidates (id: title, year, facts):\n")[1]
+            assert all(f"{item_id}: " in listed for item_id in answer) and len(answer) == 5
+            assert answer[0] in turn.relevant
+            assert rank.answer_parts[0] == '{"ranking": ["' and rank.answer_parts[1] == f'{answer[0]}"'
             recording.generated.clear()
-            live.explain(turn.state, (item.item_id,), Trace())
-            explain_prompts.append(recording.generated[0])
-    for example in ranks:
-        assert list(example.messages) in rank_prompts  # the same rank prompt: memory, conversation, candidates
-        answer = json.loads(example.answer)["ranking"]
-        listed = example.messages[-1].content.split("Candidates (id: title, year, facts):\n")[1]
-        assert all(f"{item_id}: " in listed for item_id in answer) and len(answer) == 5
-        assert any(answer[0] in t.relevant for t in turns if t.dialogue_id == example.dialogue_id)
-        assert example.answer_parts[0] == '{"ranking": ["' and example.answer_parts[1] == f'{answer[0]}"'
-    assert all(list(e.messages) in explain_prompts for e in explains)
+            live.explain(turn.state, (answer[0],), Trace())
+            assert list(explain.messages) == recording.generated[0]  # the same explanation prompt
+    assert matched == len(ranks)
     assert all(e.answer.endswith(".") for e in explains)
 
 
@@ -197,7 +194,6 @@ def test_a_few_steps_lower_the_loss_change_the_lora_weights_and_the_saved_adapte
         ours = model.generate(input_ids=prompt, **kwargs)
         theirs = reloaded.eval().generate(input_ids=prompt, **kwargs)
     assert ours.tolist() == theirs.tolist()
-    assert tokenizer.decode(ours[0, prompt.shape[1]:]).startswith('{"ranking"')  # it learned the answer's shape
 
 
 def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:
@@ -236,7 +232,6 @@ def test_finetune_command_checkpoints_resumes_and_writes_a_card(tmp_path, redial
 
 @pytest.mark.slow
 @needs_data
-@pytest.mark.skipif(not COMMITTED.is_dir(), reason="no committed adapter")
 def test_serve_with_the_adapter_lists_it_by_name_and_answers_with_it(tmp_path, redial_index_dir):
     from eval.crash import free_port, start_server
 

@@ -152,7 +152,7 @@ def finetune(settings: Settings, config: FinetuneConfig, out_dir: Path, *, resum
                       f"{' (best)' if state['best_step'] == state['step'] else ''}")
         if state["step"] % config.save_every == 0:
             state["seconds"] = time.perf_counter() - session_started
-            _save_checkpoint(out_dir, model, optimizer, scheduler, state, best_weights, tokenizer)
+            _save_checkpoint(out_dir, model, optimizer, scheduler, state, best_weights)
     bar.close()
     state["seconds"] = time.perf_counter() - session_started
 
@@ -170,7 +170,7 @@ def finetune(settings: Settings, config: FinetuneConfig, out_dir: Path, *, resum
         "device": _device_name(), "torch_threads": torch.get_num_threads(),
         "dtype": pick_dtype(config.dtype),
     }
-    save_adapter(model, tokenizer, out_dir, base_name=settings.model)
+    save_adapter(model, out_dir, base_name=settings.model)
     (out_dir / TRAINING_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_card(out_dir)
     return summary
@@ -186,7 +186,7 @@ def round_to_bfloat16(model) -> None:
             param.data = param.data.to(torch.bfloat16).float()
 
 
-def save_adapter(model, tokenizer, out_dir: Path, base_name: str | None = None) -> None:
+def save_adapter(model, out_dir: Path, base_name: str | None = None) -> None:
     """adapter_config.json + adapter_model.safetensors (bfloat16); no tokenizer changes, no modules_to_save.
     `base_name` replaces this machine's path to the base model in the config (the adapter is portable)."""
     import torch
@@ -210,7 +210,7 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def _save_checkpoint(out_dir: Path, model, optimizer, scheduler, state: dict, best_weights, tokenizer) -> None:
+def _save_checkpoint(out_dir: Path, model, optimizer, scheduler, state: dict, best_weights) -> None:
     """Written to a temporary folder and renamed, so a crash mid-save leaves the previous checkpoint intact."""
     import torch
 

@@ -185,7 +185,7 @@ def test_a_few_steps_lower_the_loss_change_the_lora_weights_and_the_saved_adapte
     assert any(p.detach().ne(lora_b[n]).any() for n, p in model.named_parameters() if n in lora_b)
 
     round_to_bfloat16(model)
-    save_adapter(model, tokenizer, tmp_path)
+    save_adapter(model, tmp_path)
     assert not json.loads((tmp_path / "adapter_config.json").read_text()).get("modules_to_save")
     reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tmp_path)
     prompt = torch.tensor([data[0][0][: data[0][1].index(next(t for t in data[0][1] if t != -100))]])

@@ -50,15 +50,14 @@ def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
 
 def build_recommender(settings: Settings, *, progress: bool = False, adapter: str | None = None,
                       catalog: Catalog | None = None) -> tuple[Recommender, IndexStatus]:
-    if adapter or settings.adapter:
-        adapter_name(adapter or settings.adapter)  # a bad adapter folder fails before anything loads
+    adapter = adapter or settings.adapter
+    model_name = adapter_name(adapter) if adapter else settings.model  # a bad adapter fails before anything loads
     catalog = catalog or load_settings_catalog(settings)
     embedder = load_embedder(settings)
     index, status = build_index(catalog, embedder, settings.index_dir, progress=progress)
     retriever = HybridRetriever(catalog, index, embedder, load_cooccurrence(settings))
-    adapter = adapter or settings.adapter
     engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapter=adapter,
-                                model_name=adapter_name(adapter) if adapter else settings.model, dtype=settings.dtype)
+                                model_name=model_name, dtype=settings.dtype)
     matcher = TitleMatcher(catalog)
     recommender = Recommender(settings=settings, catalog=catalog, matcher=matcher, retriever=retriever,
                               engine=engine, sessions=SqliteSessionStore(settings.db_path),

@@ -192,8 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
     if unknown:
         raise UsageError(f"unknown system {unknown[0]!r}; choose from {', '.join(ALL_SYSTEMS)}")
-    if args.adapter and not Path(args.adapter, "adapter_config.json").is_file():
-        raise UsageError(f"--adapter {args.adapter}: no adapter_config.json there (a PEFT LoRA adapter folder)")
+    lora_name = adapter_name(args.adapter) if args.adapter else None  # checks the folder before any model loads
     if args.adapter and "lora" not in systems:
         systems += ("lora",)
     if "lora" in systems and not args.adapter:
@@ -207,7 +206,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     recommenders = {"llm": recommender}
     if "lora" in systems:
         engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapter=args.adapter,
-                                    model_name=adapter_name(args.adapter), dtype=settings.dtype)
+                                    model_name=lora_name, dtype=settings.dtype)
         recommenders["lora"] = dataclasses.replace(recommender, engine=engine)
     explain = 0 if args.accuracy_only else args.explain_dialogues
     print(f"{benchmark.dialogues} dialogues, {len(benchmark.turns)} turns; systems: {', '.join(systems)}; "

@@ -128,28 +128,45 @@ class TransformersEngine:
 
         Two forward passes whatever the number of choices: one prefill of the shared context, then every choice at
         once, packed into one sequence whose attention mask lets each choice see the context and itself only.
+        Fine-tuning scores its ranking examples the same way, in one pass (finetune.train.choices_loss).
         """
         torch = self._torch
         context = self._encode_prompt(messages) + self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
         encoded = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
-        packed = [token for ids in encoded for token in ids]
-        starts = [sum(len(e) for e in encoded[:k]) for k in range(len(encoded))]
-        width = len(context) + len(packed)
-        mask = torch.zeros(1, 1, len(packed), width, dtype=torch.bool)
-        mask[..., : len(context)] = True
-        positions = []
-        for start, ids in zip(starts, encoded, strict=True):
-            for j in range(len(ids)):
-                mask[0, 0, start + j, len(context) + start: len(context) + start + j + 1] = True
-            positions += range(len(context), len(context) + len(ids))
+        packed, positions, mask = pack_choices(len(context), encoded, torch)
         with self._lock, torch.inference_mode(), _as_engine_error("score"):
             out = self.model(torch.tensor([context]), use_cache=True)
-            first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
             follow = self.model(torch.tensor([packed]), past_key_values=out.past_key_values, attention_mask=mask,
                                 position_ids=torch.tensor([positions]), use_cache=False)
-            logprobs = torch.log_softmax(follow.logits[0].float(), dim=-1)
-        scores = []
-        for start, ids in zip(starts, encoded, strict=True):
-            rest = sum(logprobs[start + j - 1, ids[j]].item() for j in range(1, len(ids)))
-            scores.append(first[ids[0]].item() + rest)
-        return scores
+            scores = choice_logprobs(out.logits[0, -1], follow.logits[0], encoded, torch)
+        return [score.item() for score in scores]
+
+
+def pack_choices(context_length: int, encoded: Sequence[Sequence[int]], torch) -> tuple[list[int], list[int], object]:
+    """Every choice after one shared context, packed into one sequence: (packed token ids, their position ids, the
+    boolean attention mask of the packed rows over context + packed: the whole context and the choice itself)."""
+    packed = [token for ids in encoded for token in ids]
+    mask = torch.zeros(1, 1, len(packed), context_length + len(packed), dtype=torch.bool)
+    mask[..., :context_length] = True
+    positions, start = [], 0
+    for ids in encoded:
+        for j in range(len(ids)):
+            mask[0, 0, start + j, context_length + start: context_length + start + j + 1] = True
+        positions += range(context_length, context_length + len(ids))
+        start += len(ids)
+    return packed, positions, mask
+
+
+def choice_logprobs(last_context_logits, packed_logits, encoded: Sequence[Sequence[int]], torch) -> list:
+    """Each packed choice's log-probability (a 0-d tensor): its first token from the context's last logits, each
+    next one from the logits at the choice's own previous token."""
+    first = torch.log_softmax(last_context_logits.float(), dim=-1)
+    follow = torch.log_softmax(packed_logits.float(), dim=-1)
+    scores, start = [], 0
+    for ids in encoded:
+        score = first[ids[0]]
+        for j in range(1, len(ids)):
+            score = score + follow[start + j - 1, ids[j]]
+        scores.append(score)
+        start += len(ids)
+    return scores

@@ -7,6 +7,11 @@ import json
 from pathlib import Path
 
 EVAL_FILE = "eval.json"
+_LOSSES = {
+    "choices": "rank examples: cross-entropy of the suggested movie among the prompt's candidates, each scored as the "
+               "ranking scores it at serving time; explanation examples: the answer's tokens.",
+    "tokens": "the answer's tokens (rank and explanation examples).",
+}
 _ROWS = ("Recall@1", "Recall@10", "Recall@50", "NDCG@10", "MRR")
 
 
@@ -37,8 +42,8 @@ def write_card(adapter_dir: Path) -> Path:
         f"{config['learning_rate']} (warmup {config['warmup_steps']}, linear decay), seed {config['seed']}; best "
         f"validation loss at step {training['best_step']}"
         f"{' (stopped early)' if training['stopped_early'] else ''}.",
-        f"- Validation loss (answer tokens): {training['initial_valid_loss']} before, {training['best_valid_loss']} "
-        "after.",
+        f"- Loss: {_LOSSES[config.get('rank_loss', 'tokens')]}",
+        f"- Validation loss: {training['initial_valid_loss']} before, {training['best_valid_loss']} after.",
         f"- Training time: {training['train_seconds'] / 60:.1f} min on {training['device']} "
         f"({training['total_seconds'] / 60:.1f} min with example building and loading).",
         "",

@@ -16,7 +16,8 @@ Each recommender turn that suggests a movie is replayed exactly as the offline e
   names (or the constraints asked for, or its headline facts). The model learns to say only what the facts say.
 
 `Example.answer_parts` splits the answer where the engines tokenize it separately (the ranking prefix, the first
-id plus its closing quote, the rest), so training sees the same tokens `TransformersEngine.score_choices` scores.
+id plus its closing quote, the rest), so training sees the same tokens `TransformersEngine.score_choices` scores;
+`Example.choices` / `targets` are what that scoring ranks (every candidate) and which of them are right.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class Example:
     dialogue_id: str
     messages: tuple[BaseMessage, ...]
     answer_parts: tuple[str, ...]
+    choices: tuple[str, ...] = ()
+    """Rank examples: every candidate as `TransformersEngine.score_choices` scores it after ANSWER_PREFIX (`<id>"`),
+    in prompt order."""
+    targets: tuple[int, ...] = ()
+    """Rank examples: the positions in `choices` of the suggested movies."""
 
     @property
     def answer(self) -> str:
@@ -99,7 +105,8 @@ def _turn_examples(recommender: Recommender, turn: EvalTurn, config: FinetuneCon
     order = [*hits, *(i for i in shown_ids if i not in hits)][: settings.n]
     rest = json.dumps({"ranking": order})[len(ANSWER_PREFIX) + len(order[0]) + 1:]
     yield Example("rank", turn.dialogue_id, tuple(rank_prompt(turn.state, turn.text, shown, catalog, settings.n)),
-                  (ANSWER_PREFIX, f'{order[0]}"', rest))
+                  (ANSWER_PREFIX, f'{order[0]}"', rest), choices=tuple(f'{i}"' for i in shown_ids),
+                  targets=tuple(shown_ids.index(i) for i in hits))
     named_state = dataclasses.replace(turn.state, liked=turn.state.liked[-LIKED_IN_EXPLAIN:])
     for item_id in list(dict.fromkeys(order))[: config.explain_per_turn]:
         item = catalog[item_id]

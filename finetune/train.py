@@ -3,7 +3,9 @@ stopping, checkpoints to resume from, and an adapter vLLM and transformers + pef
 
     finetune(settings, config, out_dir) -> summary
       1. examples   = build_examples(train) + build_examples(valid)     finetune/examples.py (the live prompts)
-      2. tokenized  = chat template of the prompt + the answer + <|im_end|>; labels -100 on the prompt
+      2. tokenized  = chat template of the prompt, then: rank examples: every candidate id as score_choices scores
+                      it (loss: cross-entropy of the suggested movie among the candidates); explain examples: the
+                      answer + <|im_end|> (loss: the answer's tokens; labels -100 on the prompt)
       3. model      = base model (bfloat16 where native, frozen) + LoRA (float32) on attention and MLP projections
       4. loop       = batch_size examples per step, one at a time (no padding); AdamW, warmup then linear decay;
                       validation loss every eval_every steps (best kept), checkpoint every save_every steps
@@ -21,6 +23,7 @@ import random
 import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config import Settings
@@ -40,13 +43,32 @@ def end_token(tokenizer) -> int:
     return token if isinstance(token, int) and token != tokenizer.unk_token_id else tokenizer.eos_token_id
 
 
-def tokenize(example: Example, tokenizer) -> tuple[list[int], list[int]]:
-    """(input ids, labels): the prompt exactly as the engine encodes it, then the answer; labels only on the answer."""
+@dataclass(frozen=True)
+class Tokenized:
+    """One example as token ids. Token loss: `input_ids` = prompt + answer, `labels` -100 on the prompt. Choices
+    loss (rank examples): `input_ids` = prompt + ANSWER_PREFIX, then every candidate's `choices` ids."""
+
+    input_ids: list[int]
+    labels: list[int] = field(default_factory=list)
+    choices: tuple[tuple[int, ...], ...] = ()
+    targets: tuple[int, ...] = ()
+
+    @property
+    def length(self) -> int:
+        return len(self.input_ids) + sum(len(c) for c in self.choices)
+
+
+def tokenize(example: Example, tokenizer, rank_loss: str = "choices") -> Tokenized:
+    """The prompt exactly as the engine encodes it, then the answer (token loss) or the candidates (choices loss)."""
     prompt = tokenizer.apply_chat_template(to_chat_dicts(example.messages), add_generation_prompt=True,
                                            tokenize=True, return_dict=True)["input_ids"]
-    answer = [t for part in example.answer_parts for t in tokenizer(part, add_special_tokens=False)["input_ids"]]
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    if example.choices and rank_loss == "choices":
+        context = list(prompt) + encode(example.answer_parts[0])
+        return Tokenized(context, choices=tuple(tuple(encode(c)) for c in example.choices), targets=example.targets)
+    answer = [t for part in example.answer_parts for t in encode(part)]
     answer.append(end_token(tokenizer))
-    return list(prompt) + answer, [-100] * len(prompt) + answer
+    return Tokenized(list(prompt) + answer, [-100] * len(prompt) + answer)
 
 
 def load_for_training(model_path: str, config: FinetuneConfig):
@@ -62,18 +84,40 @@ def load_for_training(model_path: str, config: FinetuneConfig):
     return tokenizer, get_peft_model(base, lora)
 
 
-def example_loss(model, input_ids: list[int], labels: list[int]):
+def example_loss(model, example: Tokenized):
+    """Token loss: mean cross-entropy of the answer tokens. Choices loss: cross-entropy of the suggested movies
+    among all candidates, each scored as `score_choices` scores it at serving time (the ranking engines use)."""
     import torch
 
-    return model(input_ids=torch.tensor([input_ids]), labels=torch.tensor([labels])).loss
+    if example.choices:
+        return choices_loss(model, example.input_ids, example.choices, example.targets)
+    return model(input_ids=torch.tensor([example.input_ids]), labels=torch.tensor([example.labels])).loss
 
 
-def validation_loss(model, examples: list[tuple[list[int], list[int]]]) -> float:
+def choices_loss(model, context: list[int], choices, targets):
+    """-log of the probability mass the model puts on the targets among the choices (their log-probabilities after
+    the context, softmaxed): one forward pass over the context and every choice, packed as in `score_choices`."""
+    import torch
+
+    from agent.engines import choice_logprobs, pack_choices
+
+    packed, positions, packed_rows = pack_choices(len(context), choices, torch)
+    n = len(context)
+    context_rows = torch.zeros(1, 1, n, n + len(packed), dtype=torch.bool)
+    context_rows[0, 0, :, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+    mask = torch.cat([context_rows, packed_rows], dim=2)
+    logits = model(input_ids=torch.tensor([context + packed]), attention_mask=mask,
+                   position_ids=torch.tensor([[*range(n), *positions]]), logits_to_keep=len(packed) + 1).logits[0]
+    scores = torch.stack(choice_logprobs(logits[0], logits[1:], choices, torch))
+    return torch.logsumexp(scores, 0) - torch.logsumexp(scores[list(targets)], 0)
+
+
+def validation_loss(model, examples: list[Tokenized]) -> float:
     import torch
 
     model.eval()
     with torch.inference_mode():
-        losses = [example_loss(model, ids, labels).item() for ids, labels in examples]
+        losses = [example_loss(model, example).item() for example in examples]
     model.train()
     return sum(losses) / len(losses)
 
@@ -103,9 +147,9 @@ def finetune(settings: Settings, config: FinetuneConfig, out_dir: Path, *, resum
     print("training examples: " + ", ".join(f"{k} {v}" for k, v in mix.items()), file=sys.stderr)
     model_path = resolve_llm(settings.model, settings.cache_dir)
     tokenizer, model = load_for_training(model_path, config)
-    train_set = [t for t in (tokenize(e, tokenizer) for e in train) if len(t[0]) <= config.max_tokens]
-    valid_set = [t for t in (tokenize(e, tokenizer) for e in valid[: config.valid_examples])
-                 if len(t[0]) <= config.max_tokens]
+    train_set = [t for t in (tokenize(e, tokenizer, config.rank_loss) for e in train) if t.length <= config.max_tokens]
+    valid_set = [t for t in (tokenize(e, tokenizer, config.rank_loss) for e in valid[: config.valid_examples])
+                 if t.length <= config.max_tokens]
     if not train_set or not valid_set:
         raise ValueError("no training or validation examples: check --data-dir and the dialogue files")
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -127,7 +171,7 @@ def finetune(settings: Settings, config: FinetuneConfig, out_dir: Path, *, resum
     while state["step"] < config.max_steps and not _stopped_early(state, config):
         batch = _batch(len(train_set), state["step"], config)
         for index in batch:
-            loss = example_loss(model, *train_set[index]) / len(batch)
+            loss = example_loss(model, train_set[index]) / len(batch)
             loss.backward()
             running.append(loss.item() * len(batch))
         torch.nn.utils.clip_grad_norm_(trainable, 1.0)

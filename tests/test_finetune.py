@@ -40,6 +40,7 @@ def test_config_reads_a_file_and_flags_override_it(tmp_path):
     ('{"rnak": 4}', "unknown finetune config field 'rnak'"),
     ('{"rank": 32}', "rank must be 1-16"),
     ('{"on_miss": "guess"}', "on_miss must be one of"),
+    ('{"rank_loss": "pairs"}', "rank_loss must be one of"),
     ('{"max_steps": 0}', "max_steps must be at least 1"),
 ])
 def test_bad_configs_are_refused_with_the_reason(tmp_path, content, message):
@@ -87,7 +88,7 @@ class Recording:
 
     def __init__(self, engine) -> None:
         self.engine, self.name, self.model_name = engine, engine.name, engine.model_name
-        self.scored, self.generated = [], []
+        self.scored, self.generated, self.choices = [], [], []
 
     def generate(self, conversations, max_new_tokens, stop=()):
         self.generated += [list(c) for c in conversations]
@@ -95,6 +96,7 @@ class Recording:
 
     def score_choices(self, messages, prefix, choices):
         self.scored.append(list(messages))
+        self.choices.append((prefix, tuple(choices)))
         return self.engine.score_choices(messages, prefix, choices)
 
 
@@ -126,6 +128,8 @@ def test_examples_render_exactly_the_prompts_of_a_live_turn(redial_recommender):
             assert all(f"{item_id}: " in listed for item_id in answer) and len(answer) == 5
             assert answer[0] in turn.relevant
             assert rank.answer_parts[0] == '{"ranking": ["' and rank.answer_parts[1] == f'{answer[0]}"'
+            assert recording.choices[-1] == (rank.answer_parts[0], rank.choices)  # what the ranking scores
+            assert {rank.choices[k][:-1] for k in rank.targets} == set(turn.relevant) & {c[:-1] for c in rank.choices}
             recording.generated.clear()
             live.explain(turn.state, (answer[0],), Trace())
             assert list(explain.messages) == recording.generated[0]  # the same explanation prompt
@@ -160,14 +164,18 @@ def test_a_few_steps_lower_the_loss_change_the_lora_weights_and_the_saved_adapte
     path = resolve_llm(Settings.from_env().model, Settings.from_env().cache_dir)
     tokenizer, model = load_for_training(path, config)
     data = [tokenize(e, tokenizer) for e in tiny_examples]
-    for ids, labels in data:  # loss on the answer only, which ends with <|im_end|>
+    ranks, explains = data[:2], data[2:]
+    for example in ranks:  # rank examples: every candidate scored, the suggested movie's position as the target
+        assert len(example.choices) == 20 and example.targets and not example.labels
+    for example in explains:  # explanations: loss on the answer only, which ends with <|im_end|>
+        ids, labels = example.input_ids, example.labels
         answer = [t for t in labels if t != -100]
         assert answer and labels[: len(ids) - len(answer)] == [-100] * (len(ids) - len(answer))
         assert tokenizer.decode(answer[-1:]) == "<|im_end|>"
 
     def mean_loss() -> float:
         with torch.no_grad():
-            return sum(example_loss(model, ids, labels).item() for ids, labels in data) / len(data)
+            return sum(example_loss(model, example).item() for example in data) / len(data)
 
     lora_b = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     assert all(not p.any() for p in lora_b.values())  # B starts at zero: the adapter starts as the base model
@@ -175,8 +183,8 @@ def test_a_few_steps_lower_the_loss_change_the_lora_weights_and_the_saved_adapte
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()
     for _ in range(4):
-        for ids, labels in data:
-            (example_loss(model, ids, labels) / len(data)).backward()
+        for example in data:
+            (example_loss(model, example) / len(data)).backward()
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
@@ -188,12 +196,35 @@ def test_a_few_steps_lower_the_loss_change_the_lora_weights_and_the_saved_adapte
     save_adapter(model, tmp_path)
     assert not json.loads((tmp_path / "adapter_config.json").read_text()).get("modules_to_save")
     reloaded = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32), tmp_path)
-    prompt = torch.tensor([data[0][0][: data[0][1].index(next(t for t in data[0][1] if t != -100))]])
+    explain = explains[0]
+    prompt = torch.tensor([explain.input_ids[: explain.labels.index(next(t for t in explain.labels if t != -100))]])
     kwargs = {"max_new_tokens": 24, "do_sample": False, "pad_token_id": tokenizer.eos_token_id}
     with torch.inference_mode():
         ours = model.generate(input_ids=prompt, **kwargs)
         theirs = reloaded.eval().generate(input_ids=prompt, **kwargs)
     assert ours.tolist() == theirs.tolist()
+
+
+@pytest.mark.slow
+@needs_data
+def test_training_scores_the_candidates_exactly_as_serving_does(tiny_examples):
+    """The choices loss sees each candidate's log-probability as TransformersEngine.score_choices computes it."""
+    import torch
+
+    from agent.engines import TransformersEngine
+    from finetune.train import choices_loss, load_for_training, tokenize
+
+    path = resolve_llm(Settings.from_env().model, Settings.from_env().cache_dir)
+    engine = TransformersEngine(path, dtype="float32")
+    _, model = load_for_training(path, FinetuneConfig(dtype="float32"))
+    model.eval()
+    rank = tiny_examples[0]
+    example = tokenize(rank, engine.tokenizer)
+    served = torch.tensor(engine.score_choices(list(rank.messages), rank.answer_parts[0], rank.choices))
+    with torch.inference_mode():
+        loss = choices_loss(model, example.input_ids, example.choices, example.targets).item()
+    expected = (torch.logsumexp(served, 0) - torch.logsumexp(served[list(example.targets)], 0)).item()
+    assert loss == pytest.approx(expected, abs=1e-3)
 
 
 def run_cli(*args: str, env: dict) -> subprocess.CompletedProcess:

@@ -245,7 +245,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     config = FinetuneConfig.load(args.config, max_steps=args.max_steps, max_dialogues=args.max_dialogues,
                                  batch_size=args.batch_size, learning_rate=args.learning_rate, rank=args.rank,
-                                 seed=args.seed, on_miss=args.on_miss)
+                                 seed=args.seed, on_miss=args.on_miss, rank_loss=args.rank_loss)
     settings = _settings(args)
     settings.db_path = settings.cache_dir / "finetune-sessions.sqlite3"
     summary = finetune(settings, config, out, resume=args.resume, progress=not args.no_progress)
@@ -366,12 +366,14 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--config", help="JSON file of FinetuneConfig fields (finetune/config.py); flags override it")
     tune.add_argument("--out", default="finetune-out/convrec-redial-lora", help="adapter folder (checkpoints inside)")
     tune.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
-    tune.add_argument("--max-steps", type=int, help="optimizer steps (default 70)")
+    tune.add_argument("--max-steps", type=int, help="optimizer steps (default 60)")
     tune.add_argument("--max-dialogues", type=int, help="first N training dialogues only (default all)")
     tune.add_argument("--batch-size", type=int, help="examples per step (default 8)")
     tune.add_argument("--learning-rate", type=float, help="AdamW learning rate (default 5e-4)")
     tune.add_argument("--rank", type=int, help="LoRA rank, 1-16 (default 8)")
     tune.add_argument("--on-miss", choices=["skip", "insert"], help="turns where retrieval misses the answer")
+    tune.add_argument("--rank-loss", choices=["choices", "tokens"],
+                      help="rank examples: cross-entropy over the candidates (default) or the answer's tokens")
     tune.add_argument("--seed", type=int)
     tune.add_argument("--no-progress", action="store_true", help="no progress bar")
     tune.add_argument("--add-eval", metavar="RESULTS_JSON", action="append",

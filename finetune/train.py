@@ -62,7 +62,9 @@ def tokenize(example: Example, tokenizer, rank_loss: str = "choices") -> Tokeniz
     """The prompt exactly as the engine encodes it, then the answer (token loss) or the candidates (choices loss)."""
     prompt = tokenizer.apply_chat_template(to_chat_dicts(example.messages), add_generation_prompt=True,
                                            tokenize=True, return_dict=True)["input_ids"]
-    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    def encode(text: str) -> list[int]:
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+
     if example.choices and rank_loss == "choices":
         context = list(prompt) + encode(example.answer_parts[0])
         return Tokenized(context, choices=tuple(tuple(encode(c)) for c in example.choices), targets=example.targets)
@@ -86,7 +88,7 @@ def load_for_training(model_path: str, config: FinetuneConfig):
 
 def example_loss(model, example: Tokenized):
     """Token loss: mean cross-entropy of the answer tokens. Choices loss: cross-entropy of the suggested movies
-    among all candidates, each scored as `score_choices` scores it at serving time (the ranking engines use)."""
+    among all candidates, each scored as `TransformersEngine.score_choices` scores it at serving time."""
     import torch
 
     if example.choices:

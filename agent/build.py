@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from agent.config import Settings
-from agent.engines import TransformersEngine
+from agent.engines import ChatEngine, TransformersEngine
 from agent.grounding import FactChecker
 from agent.models import adapter_name, resolve_embedder, resolve_llm
 from agent.store import SqliteSessionStore
@@ -48,16 +48,40 @@ def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
                                        name=settings.embedding_model)
 
 
-def build_recommender(settings: Settings, *, progress: bool = False, adapter: str | None = None,
+def named_adapters(settings: Settings) -> dict[str, str]:
+    """name -> folder of each adapter; ValueError for a folder that is not an adapter or a name given twice."""
+    adapters: dict[str, str] = {}
+    for path in settings.adapters:
+        name = adapter_name(path)
+        if name in adapters or name == settings.model:
+            raise ValueError(f"two models are named {name!r} ({adapters.get(name, settings.model)} and {path})")
+        adapters[name] = path
+    return adapters
+
+
+def load_engine(settings: Settings, adapters: dict[str, str]) -> ChatEngine:
+    """The engine `settings.engine` names, serving the base model and `adapters`."""
+    if settings.engine == "remote":
+        from agent.remote_engine import RemoteEngine
+
+        return RemoteEngine(settings.engine_url, model_name=next(iter(adapters), None))
+    model_path = resolve_llm(settings.model, settings.cache_dir)
+    if settings.engine == "vllm":
+        from agent.vllm_engine import VLLMEngine
+
+        return VLLMEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
+                          seed=settings.seed)
+    return TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype)
+
+
+def build_recommender(settings: Settings, *, progress: bool = False,
                       catalog: Catalog | None = None) -> tuple[Recommender, IndexStatus]:
-    adapter = adapter or settings.adapter
-    model_name = adapter_name(adapter) if adapter else settings.model  # a bad adapter fails before anything loads
+    adapters = named_adapters(settings)  # a bad adapter fails before anything loads
     catalog = catalog or load_settings_catalog(settings)
     embedder = load_embedder(settings)
     index, status = build_index(catalog, embedder, settings.index_dir, progress=progress)
     retriever = HybridRetriever(catalog, index, embedder, load_cooccurrence(settings))
-    engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapter=adapter,
-                                model_name=model_name, dtype=settings.dtype)
+    engine = load_engine(settings, adapters)
     matcher = TitleMatcher(catalog)
     recommender = Recommender(settings=settings, catalog=catalog, matcher=matcher, retriever=retriever,
                               engine=engine, sessions=SqliteSessionStore(settings.db_path),

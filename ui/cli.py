@@ -13,7 +13,7 @@ import sys
 import time
 import uuid
 
-from agent.config import Settings
+from agent.config import ENGINES, Settings
 
 
 class UsageError(Exception):
@@ -36,10 +36,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    adapters = getattr(args, "adapter", None) if args.command is not cmd_eval else None
+    if isinstance(adapters, str):
+        adapters = [adapters]
     return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, index_dir=args.index_dir,
                              db_path=args.db, catalog=args.catalog, model=args.model,
                              embedding_model=args.embedding_model, n=getattr(args, "n", None),
-                             adapter=getattr(args, "adapter", None) if args.command is not cmd_eval else None)
+                             adapters=tuple(adapters) if adapters else None, engine=getattr(args, "engine", None),
+                             engine_url=getattr(args, "engine_url", None))
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -152,11 +156,47 @@ def cmd_ui(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
+    if args.engines:
+        return _serving_bench(args)
     from eval.load import run_load
 
     report = run_load(args.url.rstrip("/"), clients=args.clients, turns=args.turns, api_key=args.key)
     print(json.dumps(report.summary(), indent=2))
     return 0 if report.failures == 0 else 1
+
+
+def _serving_bench(args: argparse.Namespace) -> int:
+    """`convrec load --engines a,b`: start `convrec serve` per engine and put the same load on each (make bench)."""
+    import tempfile
+    from pathlib import Path
+
+    from agent.config import ENGINES
+    from eval.serving_bench import format_bench, run_serving_bench
+
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    if not engines or any(e not in ENGINES for e in engines):
+        raise UsageError(f"--engines: choose from {', '.join(ENGINES)} (got {args.engines!r})")
+    if "remote" in engines and not args.engine_url:
+        raise UsageError("--engines remote needs --engine-url (an OpenAI-compatible server, e.g. `vllm serve`)")
+    settings = _settings(args)
+    server_args = (*(("--model", args.model) if args.model else ()),
+                   *(a for adapter in args.adapter or [] for a in ("--adapter", adapter)), *args.serve_arg)
+    out = Path(args.out) if args.out else None
+    with tempfile.TemporaryDirectory(prefix="convrec-bench-") as scratch:
+        env = {**os.environ, "CONVREC_DATA_DIR": str(settings.data_dir), "CONVREC_CACHE_DIR": str(settings.cache_dir),
+               "CONVREC_INDEX_DIR": str(settings.index_dir), "CONVREC_DB": str(Path(scratch) / "sessions.sqlite3")}
+        if out:
+            out.mkdir(parents=True, exist_ok=True)
+        report = run_serving_bench(engines, clients=args.clients, turns=args.turns, server_args=server_args,
+                                   engine_url=args.engine_url, env=env, log_dir=out or Path(scratch))
+    report["commit"] = _git_commit()
+    table = format_bench(report)
+    print(table)
+    if out:
+        (out / "bench.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+        (out / "bench.md").write_text(table + "\n", encoding="utf-8")
+        print(f"wrote {out / 'bench.json'}, {out / 'bench.md'} and the servers' logs", file=sys.stderr)
+    return 0 if all(row["failures"] == 0 for row in report["engines"]) else 1
 
 
 def cmd_crashtest(args: argparse.Namespace) -> int:
@@ -179,8 +219,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from agent.build import build_recommender
-    from agent.engines import TransformersEngine
-    from agent.models import adapter_name, resolve_llm
+    from agent.models import adapter_name
     from eval.datasets import load_benchmark
     from eval.redial_bench import ALL_SYSTEMS, run_benchmark
     from eval.report import write_report
@@ -201,20 +240,21 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise UsageError("--limit and --explain-dialogues are counts (0 = all / none)")
     path = Path(args.dialogues or settings.data_dir / "redial" / "test_dev.jsonl")
     started = time.perf_counter()
+    settings.adapters = (args.adapter,) if "lora" in systems else ()
     recommender, _ = build_recommender(settings, progress=True)
     benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, settings.data_dir, args.limit)
-    recommenders = {"llm": recommender}
+    engine = recommender.engine  # one engine: the base model for llm, the adapter for lora
+    recommenders = {"llm": dataclasses.replace(recommender, engine=engine.using(engine.model_names[-1]))}
     if "lora" in systems:
-        engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapter=args.adapter,
-                                    model_name=lora_name, dtype=settings.dtype)
-        recommenders["lora"] = dataclasses.replace(recommender, engine=engine)
+        recommenders["lora"] = dataclasses.replace(recommender, engine=engine.using(lora_name))
     explain = 0 if args.accuracy_only else args.explain_dialogues
     print(f"{benchmark.dialogues} dialogues, {len(benchmark.turns)} turns; systems: {', '.join(systems)}; "
           f"explanations on the first {explain} dialogues", file=sys.stderr)
     results, records = run_benchmark(recommenders, benchmark, systems, explain_dialogues=explain,
                                      progress=not args.no_progress, seed=args.seed)
     results["run_seconds"] = round(time.perf_counter() - started, 1)
-    results["config"] = {"model": settings.model, "dtype": getattr(recommender.engine, "dtype", ""),
+    results["config"] = {"model": settings.model, "engine": settings.engine,
+                         "dtype": getattr(recommender.engine, "dtype", ""),
                          "adapter": args.adapter, "candidates_in_prompt": settings.candidates_in_prompt,
                          "catalog": recommender.catalog.source, "catalog_items": len(recommender.catalog),
                          "seed": args.seed, "commit": _git_commit()}
@@ -340,6 +380,14 @@ def _parser() -> argparse.ArgumentParser:
     load.add_argument("--clients", type=int, default=16)
     load.add_argument("--turns", type=int, default=5)
     load.add_argument("--key", help="Bearer key, if the server has keys")
+    load.add_argument("--engines", help="comma-separated (transformers,vllm): start `convrec serve --engine E` for "
+                                        "each in turn, put the same load on it, report turns/s and latencies")
+    load.add_argument("--adapter", action="append", help="with --engines: serve this LoRA adapter (repeatable)")
+    load.add_argument("--out", help="with --engines: folder for bench.json, bench.md and the servers' logs")
+    load.add_argument("--engine-url", help="with --engines remote: the OpenAI-compatible server (e.g. `vllm serve`)")
+    load.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                      help="with --engines: pass ARG on to each `convrec serve` (repeatable, e.g. "
+                           "--serve-arg=--candidates --serve-arg=10)")
     crash = command("crashtest", cmd_crashtest, "kill -9 a loaded server, restart it, count lost turns")
     crash.add_argument("--clients", type=int, default=8)
     crash.add_argument("--turns", type=int, default=6)
@@ -352,8 +400,6 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--systems", default="popularity,dense,cooccurrence,hybrid,llm",
                           help="comma-separated: popularity, dense, cooccurrence, hybrid, llm, lora "
                                "(default all but lora; --adapter adds lora)")
-    evaluate.add_argument("--engine", choices=["transformers"], default="transformers",
-                          help="LLM engine of the llm/lora systems")
     evaluate.add_argument("--adapter", help="PEFT LoRA adapter folder: adds the lora system")
     evaluate.add_argument("--explain-dialogues", type=int, default=200,
                           help="generate and score explanations for the turns of the first N dialogues (default 200)")
@@ -380,8 +426,14 @@ def _parser() -> argparse.ArgumentParser:
                       help="only copy the numbers of a `convrec eval` results.json into the card of the adapter in "
                            "--out (repeatable: e.g. the base model's run and the adapter's)")
     for sub in (chat, ask, bench, serve, web):
-        sub.add_argument("--adapter", help="LoRA adapter folder from `convrec finetune` "
-                                           "(e.g. finetune/adapters/convrec-redial-lora; env CONVREC_ADAPTER)")
+        sub.add_argument("--adapter", action="append", help="LoRA adapter folder from `convrec finetune` (e.g. "
+                         "finetune/adapters/convrec-redial-lora; env CONVREC_ADAPTER); repeatable: the first "
+                         "answers by default, each is served by name beside the base model")
+    for sub in (chat, ask, bench, serve, web, evaluate):
+        sub.add_argument("--engine", choices=ENGINES, help="who runs the LLM: transformers (default; in process), "
+                         "vllm (in process, continuous batching) or remote (--engine-url) (env CONVREC_ENGINE)")
+        sub.add_argument("--engine-url", help="the remote engine: an OpenAI-compatible server such as `vllm serve`, "
+                         "e.g. http://127.0.0.1:8001/v1 (env CONVREC_ENGINE_URL)")
     memory = command("memory", cmd_memory, "show what a session remembers")
     memory.add_argument("--session", required=True)
     forget = command("forget", cmd_forget, "delete everything stored for a session")

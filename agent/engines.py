@@ -1,7 +1,7 @@
 """LLM engines behind one small interface, so the turn never knows which one runs.
 
     ChatEngine
-      model_names                                             the base model and each LoRA adapter it serves
+      model_names, base_name                                  each LoRA adapter it serves and the base model
       using(model_name) -> ChatEngine                         the same engine answering with that model/adapter
       generate(conversations, max_new_tokens, stop) -> texts  one batch, greedy; each text ends at a stop string
     ScoringEngine (optional)
@@ -43,6 +43,8 @@ class ChatEngine(Protocol):
     """The model (or adapter) this engine answers with."""
     model_names: tuple[str, ...]
     """Every model it can answer with: the default first; the base model is always there."""
+    base_name: str
+    """The base model's name (the one without an adapter)."""
 
     def using(self, model_name: str) -> ChatEngine: ...
 

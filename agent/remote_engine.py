@@ -32,11 +32,13 @@ class RemoteEngine:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self._client = httpx.Client(headers=headers, timeout=timeout)
         self._pool = ThreadPoolExecutor(max_workers=max_parallel, thread_name_prefix="remote-engine")
-        listed = [m["id"] for m in self._get("/models").get("data", [])]
+        models = self._get("/models").get("data", [])
+        listed = [m["id"] for m in models]
         if not listed:
             raise EngineError(f"{self.url}/models lists no model")
         if model_name and model_name not in listed:
             raise EngineError(f"{self.url} does not serve {model_name!r}; it has {', '.join(listed)}")
+        self.base_name = next((m["id"] for m in models if not m.get("parent")), listed[0])  # vLLM: LoRAs have one
         self.model_names = tuple(sorted(listed, key=lambda m: m != model_name))  # the asked-for model first
         self.model_name = self.model_names[0]
 

@@ -39,7 +39,7 @@ class VLLMEngine:
     name = "vllm"
 
     def __init__(self, model_path: str, *, adapters: Mapping[str, str] | None = None, model_name: str | None = None,
-                 dtype: str = "auto", max_model_len: int = 2048, max_num_seqs: int = 16, max_lora_rank: int = 16,
+                 dtype: str = "auto", max_model_len: int = 2048, max_num_seqs: int = 64, max_lora_rank: int = 16,
                  kv_cache_gib: int = 2, seed: int = 0) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))  # the CPU build's cache, in GiB
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its warnings are about tuning, not faults

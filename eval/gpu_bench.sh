@@ -8,7 +8,8 @@
 # Writes bench-gpu/{bench.json,bench.md} and the servers' logs.
 set -euo pipefail
 CLIENTS=${CLIENTS:-8}; TURNS=${TURNS:-3}; TP=${TP:-1}; DP=${DP:-1}; PORT=${PORT:-8001}
-ADAPTER=${ADAPTER:-finetune/adapters/convrec-redial-lora}
+# The committed adapter belongs to the default SmolLM2; with another MODEL, pass its own ADAPTER (or none).
+if [ -z "${MODEL:-}" ]; then ADAPTER=${ADAPTER:-finetune/adapters/convrec-redial-lora}; else ADAPTER=${ADAPTER:-}; fi
 VENV=${VENV:-.venv-gpu}
 
 test -x "$VENV/bin/python" || python3 -m venv "$VENV"
@@ -28,18 +29,21 @@ print(resolve_llm(s.model, s.cache_dir))
 PY
 )
 MODEL_ARGS=(); [ -n "${MODEL:-}" ] && MODEL_ARGS=(--model "$MODEL")
+ADAPTER_ARGS=(); LORA_ARGS=()
+if [ -n "$ADAPTER" ]; then
+  ADAPTER_ARGS=(--adapter "$ADAPTER")
+  LORA_ARGS=(--enable-lora --max-lora-rank 16 --lora-modules "$(basename "$ADAPTER")=$ADAPTER")
+fi
 
 # 1. In process: the same load on each engine, one after the other.
 convrec load --engines transformers,vllm --clients "$CLIENTS" --turns "$TURNS" "${MODEL_ARGS[@]}" \
-  --adapter "$ADAPTER" --out bench-gpu
+  "${ADAPTER_ARGS[@]}" --out bench-gpu
 
 # 2. Scale-out shape: vLLM's own server (tensor/data parallel over the GPUs) with the adapter, convrec in front.
 vllm serve "$MODEL_PATH" --port "$PORT" --dtype bfloat16 --max-model-len 2048 \
-  --tensor-parallel-size "$TP" --data-parallel-size "$DP" \
-  --enable-lora --max-lora-rank 16 --lora-modules "convrec-redial-lora=$ADAPTER" > bench-gpu/vllm-serve.log 2>&1 &
+  --tensor-parallel-size "$TP" --data-parallel-size "$DP" "${LORA_ARGS[@]}" > bench-gpu/vllm-serve.log 2>&1 &
 VLLM_PID=$!
 trap 'kill $VLLM_PID 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/v1/models" > /dev/null; do sleep 2; done
 convrec load --engines remote --engine-url "http://127.0.0.1:$PORT/v1" --clients "$CLIENTS" --turns "$TURNS" \
-  --adapter "$ADAPTER" \
-  --out bench-gpu/remote
+  "${MODEL_ARGS[@]}" "${ADAPTER_ARGS[@]}" --out bench-gpu/remote

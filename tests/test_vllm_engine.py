@@ -146,3 +146,55 @@ def test_serve_with_vllm_lists_the_adapter_and_the_base_model_and_answers_with_e
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def vllm_server(model_path, tmp_path_factory):
+    """vLLM's own OpenAI-compatible server (`vllm serve`) on loopback, with the adapter as a LoRA module."""
+    import subprocess
+    import sys
+    import time
+
+    from eval.crash import free_port
+
+    port = free_port()
+    log = tmp_path_factory.mktemp("vllm-serve") / "vllm-serve.log"
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
+    command = [str(Path(sys.executable).parent / "vllm"), "serve", model_path, "--port", str(port),
+               "--served-model-name", "smollm2-135m-instruct", "--dtype", "float32", "--max-model-len", "2048",
+               "--max-num-seqs", "8", "--enforce-eager", "--enable-lora", "--max-lora-rank", "16", "--max-loras", "2",
+               "--lora-modules", f"{LORA}={COMMITTED}"]
+    with open(log, "wb") as output:
+        server = subprocess.Popen(command, env=env, stdout=output, stderr=output)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and server.poll() is None:
+            try:
+                if httpx.get(f"{url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(1)
+        else:
+            pytest.fail(f"vllm serve did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+
+
+def test_the_remote_engine_serves_a_vllm_server_with_the_same_answers_and_the_same_constraint(vllm_server,
+                                                                                          vllm_engine):
+    from agent.remote_engine import RemoteEngine
+
+    remote = RemoteEngine(vllm_server, model_name=LORA)
+    assert remote.model_names == (LORA, "smollm2-135m-instruct") and remote.base_name == "smollm2-135m-instruct"
+    for name in remote.model_names:
+        engine = remote.using(name)
+        answer = engine.generate_structured(RANK_MESSAGES, ranking_schema(IDS, 3), max_new_tokens=96)
+        ranking = json.loads(answer)["ranking"]
+        assert len(ranking) == 3 and set(ranking) <= set(IDS), answer
+        prompts = [[HumanMessage("Name a movie from 1994.")], RANK_MESSAGES]
+        assert engine.generate(prompts, max_new_tokens=16) == vllm_engine.using(name).generate(prompts, 16)
+    outcome = rank_candidates(remote, RANK_MESSAGES, IDS, 3)
+    assert outcome.notes == ("constrained",) and sorted(outcome.item_ids) == sorted(IDS)

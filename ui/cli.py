@@ -181,7 +181,7 @@ def _serving_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     server_args = (*(("--model", args.model) if args.model else ()),
                    *(a for adapter in args.adapter or [] for a in ("--adapter", adapter)), *args.serve_arg)
-    out = Path(args.out) if args.out else None
+    out, commit = Path(args.out) if args.out else None, _git_commit()
     with tempfile.TemporaryDirectory(prefix="convrec-bench-") as scratch:
         env = {**os.environ, "CONVREC_DATA_DIR": str(settings.data_dir), "CONVREC_CACHE_DIR": str(settings.cache_dir),
                "CONVREC_INDEX_DIR": str(settings.index_dir), "CONVREC_DB": str(Path(scratch) / "sessions.sqlite3")}
@@ -189,7 +189,7 @@ def _serving_bench(args: argparse.Namespace) -> int:
             out.mkdir(parents=True, exist_ok=True)
         report = run_serving_bench(engines, clients=args.clients, turns=args.turns, server_args=server_args,
                                    engine_url=args.engine_url, env=env, log_dir=out or Path(scratch))
-    report["commit"] = _git_commit()
+    report["commit"] = commit
     table = format_bench(report)
     print(table)
     if out:
@@ -239,12 +239,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.limit < 0 or args.explain_dialogues < 0:
         raise UsageError("--limit and --explain-dialogues are counts (0 = all / none)")
     path = Path(args.dialogues or settings.data_dir / "redial" / "test_dev.jsonl")
-    started = time.perf_counter()
+    started, commit = time.perf_counter(), _git_commit()  # the code that runs, whatever is committed meanwhile
     settings.adapters = (args.adapter,) if "lora" in systems else ()
     recommender, _ = build_recommender(settings, progress=True)
     benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, settings.data_dir, args.limit)
     engine = recommender.engine  # one engine: the base model for llm, the adapter for lora
-    recommenders = {"llm": dataclasses.replace(recommender, engine=engine.using(engine.model_names[-1]))}
+    recommenders = {"llm": dataclasses.replace(recommender, engine=engine.using(engine.base_name))}
     if "lora" in systems:
         recommenders["lora"] = dataclasses.replace(recommender, engine=engine.using(lora_name))
     explain = 0 if args.accuracy_only else args.explain_dialogues
@@ -257,7 +257,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          "dtype": getattr(recommender.engine, "dtype", ""),
                          "adapter": args.adapter, "candidates_in_prompt": settings.candidates_in_prompt,
                          "catalog": recommender.catalog.source, "catalog_items": len(recommender.catalog),
-                         "seed": args.seed, "commit": _git_commit()}
+                         "seed": args.seed, "commit": commit}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")

@@ -39,7 +39,7 @@ class ChatService:
 
     # -- models --------------------------------------------------------------------------------------------------
     def model_names(self) -> list[str]:
-        """The default model first (the first --adapter, else the base model), then the base model and the rest."""
+        """The default model first (the first --adapter, else the base model), then the others."""
         return list(self.recommenders)
 
     def list_models(self) -> dict:

@@ -65,7 +65,7 @@ def write_card(adapter_dir: Path) -> Path:
                      f"{run['explained_dialogues']} dialogues, commit {run['commit']}, "
                      f"{run['run_seconds'] / 60:.0f} min")
             for name, system in run["systems"].items():
-                accuracy = [f"{system['seen_removed'].get(row, 0):.3f}" for row in _ROWS]
+                accuracy = [f"{_mean(system['seen_removed'].get(row)):.4f}" for row in _ROWS]
                 explanations = system.get("explanations") or {}
                 claims = [_percent((explanations.get(kind) or {}).get("supported_claim_rate"))
                           for kind in ("generated", "shown")]
@@ -90,6 +90,11 @@ def add_evaluation(adapter_dir: Path, results_paths: list[Path]) -> Path:
                                  for name, s in results["systems"].items() if name in ("hybrid", "llm", "lora")}})
     (Path(adapter_dir) / EVAL_FILE).write_text(json.dumps({"runs": runs}, indent=2) + "\n", encoding="utf-8")
     return write_card(adapter_dir)
+
+
+def _mean(metric: dict | float | None) -> float:
+    """A metric of results.json: {"mean": ..., ...} (or a bare number)."""
+    return float(metric["mean"] if isinstance(metric, dict) else metric or 0.0)
 
 
 def _percent(value: float | None) -> str:

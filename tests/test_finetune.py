@@ -282,3 +282,20 @@ def test_serve_with_the_adapter_lists_it_by_name_and_answers_with_it(tmp_path, r
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_the_card_carries_the_numbers_of_the_committed_dev_runs(tmp_path):
+    import shutil
+
+    from finetune.card import add_evaluation
+
+    adapter = tmp_path / "adapter"
+    shutil.copytree(COMMITTED, adapter)
+    runs = [REPO_ROOT / "docs" / "eval" / name / "results.json" for name in ("redial-dev", "redial-dev-lora")]
+    card = add_evaluation(adapter, runs).read_text(encoding="utf-8")
+    lora = json.loads(runs[1].read_text())["systems"]["lora"]
+    recall = lora["seen_removed"]["Recall@10"]["mean"]
+    supported = lora["explanations"]["generated"]["supported_claim_rate"]
+    row = next(line for line in card.splitlines() if "| lora |" in line)
+    assert f"{recall:.4f}" in row and f"{100 * supported:.1f}%" in row
+    assert sum("| llm |" in line for line in card.splitlines()) == 1

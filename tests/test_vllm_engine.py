@@ -150,7 +150,7 @@ def test_serve_with_vllm_lists_the_adapter_and_the_base_model_and_answers_with_e
 
 @pytest.fixture(scope="module")
 def vllm_server(model_path, tmp_path_factory):
-    """vLLM's own OpenAI-compatible server (`vllm serve`) on loopback, with the adapter as a LoRA module."""
+    """vLLM's own OpenAI-compatible server (what `vllm serve` runs) on loopback, the adapter as a LoRA module."""
     import subprocess
     import sys
     import time
@@ -160,7 +160,8 @@ def vllm_server(model_path, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "vllm-serve.log"
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1", "VLLM_LOGGING_LEVEL": "WARNING"}
-    command = [str(Path(sys.executable).parent / "vllm"), "serve", model_path, "--port", str(port),
+    # the module, not the `vllm` script: that one looks up the "vllm" distribution, which vllm-cpu is not named
+    command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path, "--port", str(port),
                "--served-model-name", "smollm2-135m-instruct", "--dtype", "float32", "--max-model-len", "2048",
                "--max-num-seqs", "8", "--enforce-eager", "--enable-lora", "--max-lora-rank", "16", "--max-loras", "2",
                "--lora-modules", f"{LORA}={COMMITTED}"]

@@ -274,7 +274,7 @@ def test_serve_with_the_adapter_lists_it_by_name_and_answers_with_it(tmp_path, r
     try:
         url = f"http://127.0.0.1:{port}/v1"
         models = [m["id"] for m in httpx.get(f"{url}/models", timeout=30).json()["data"]]
-        assert models == ["convrec-redial-lora"]
+        assert models == ["convrec-redial-lora", "smollm2-135m-instruct"]  # the adapter by default, the base too
         reply = httpx.post(f"{url}/chat/completions", timeout=300, json={
             "model": "convrec-redial-lora", "messages": [{"role": "user", "content": "I loved The Matrix"}]})
         assert reply.status_code == 200, reply.text

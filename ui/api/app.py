@@ -103,6 +103,9 @@ def create_app(settings: Settings, config: ServerConfig | None = None, *, build=
     async def lifespan(app: FastAPI):
         threading.Thread(target=load, name="convrec-load", daemon=True).start()
         yield
+        close = getattr(loading.service.recommender.engine, "close", None) if loading.service else None
+        if close is not None:  # vLLM's worker processes end with the server (on SIGTERM / Ctrl-C)
+            close()
 
     app = FastAPI(title="convrec", lifespan=lifespan, docs_url=None, redoc_url=None)
 

@@ -67,9 +67,14 @@ class StructuredEngine(Protocol):
     def generate_structured(self, messages: Sequence[BaseMessage], schema: dict, max_new_tokens: int) -> str: ...
 
 
-def check_model_name(engine: ChatEngine, model_name: str) -> None:
+def engine_view(engine, model_name: str):
+    """`engine` answering with `model_name` (an adapter's name, or the base model's): a shallow copy that shares the
+    loaded model, its lock, loop or connection pool with the original. Every engine's `using` is this."""
     if model_name not in engine.model_names:
         raise ValueError(f"unknown model {model_name!r}; this engine has {', '.join(engine.model_names)}")
+    view = copy.copy(engine)
+    view.model_name = model_name
+    return view
 
 
 def encode_chat(tokenizer, messages: Sequence[BaseMessage]) -> list[int]:
@@ -153,11 +158,7 @@ class TransformersEngine:
         self._lock = threading.Lock()
 
     def using(self, model_name: str) -> TransformersEngine:
-        """This engine answering with `model_name` (an adapter's name, or the base model's)."""
-        check_model_name(self, model_name)
-        view = copy.copy(self)  # shares the model and the lock
-        view.model_name = model_name
-        return view
+        return engine_view(self, model_name)
 
     @contextmanager
     def _active_model(self) -> Iterator[None]:

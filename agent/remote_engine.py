@@ -11,14 +11,13 @@ become `EngineError`, which the turn falls back on.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from langchain_core.messages import BaseMessage
 
-from agent.engines import EngineError, check_model_name, to_chat_dicts
+from agent.engines import EngineError, engine_view, to_chat_dicts
 
 
 class RemoteEngine:
@@ -43,10 +42,7 @@ class RemoteEngine:
         self.model_name = self.model_names[0]
 
     def using(self, model_name: str) -> RemoteEngine:
-        check_model_name(self, model_name)
-        view = copy.copy(self)  # shares the connection pool
-        view.model_name = model_name
-        return view
+        return engine_view(self, model_name)
 
     def generate(self, conversations: Sequence[Sequence[BaseMessage]], max_new_tokens: int = 64,
                  stop: Sequence[str] = ()) -> list[str]:

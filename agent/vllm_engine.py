@@ -18,7 +18,6 @@ token ids, so both engines see the same tokens. Errors: anything vLLM raises bec
 from __future__ import annotations
 
 import asyncio
-import copy
 import os
 import threading
 import uuid
@@ -27,7 +26,7 @@ from typing import Any
 
 from langchain_core.messages import BaseMessage
 
-from agent.engines import EngineError, check_model_name, encode_chat, pick_dtype
+from agent.engines import EngineError, encode_chat, engine_view, pick_dtype
 
 REQUEST_TIMEOUT_S = 300.0
 """A call waits at most this long for its requests (vLLM queues them when the batch is full)."""
@@ -83,11 +82,7 @@ class VLLMEngine:
         return AsyncLLM.from_engine_args(args)
 
     def using(self, model_name: str) -> VLLMEngine:
-        """This engine answering with `model_name` (an adapter's name, or the base model's)."""
-        check_model_name(self, model_name)
-        view = copy.copy(self)  # shares the engine and its loop
-        view.model_name = model_name
-        return view
+        return engine_view(self, model_name)
 
     # -- the ChatEngine interface ---------------------------------------------------------------------------------
     def generate(self, conversations: Sequence[Sequence[BaseMessage]], max_new_tokens: int = 64,

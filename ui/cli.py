@@ -36,9 +36,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    adapters = getattr(args, "adapter", None) if args.command is not cmd_eval else None
-    if isinstance(adapters, str):
-        adapters = [adapters]
+    adapters = getattr(args, "adapter", None) if args.command is not cmd_eval else None  # a list (repeatable)
     return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, index_dir=args.index_dir,
                              db_path=args.db, catalog=args.catalog, model=args.model,
                              embedding_model=args.embedding_model, n=getattr(args, "n", None),

@@ -11,7 +11,7 @@ from pathlib import Path
 from agent.config import Settings
 from agent.engines import ChatEngine, TransformersEngine
 from agent.grounding import FactChecker
-from agent.models import adapter_name, resolve_embedder, resolve_llm
+from agent.models import adapter_name, adapter_retrieval_weight, resolve_embedder, resolve_llm
 from agent.store import SqliteSessionStore
 from agent.turn import Recommender
 from retrieval.candidates import Cooccurrence, HybridRetriever
@@ -59,6 +59,12 @@ def named_adapters(settings: Settings) -> dict[str, str]:
     return adapters
 
 
+def calibrated_weights(adapters: dict[str, str]) -> dict[str, float]:
+    """name -> the fusion weight each adapter was calibrated with (adapters without one use the default)."""
+    weights = {name: adapter_retrieval_weight(path) for name, path in adapters.items()}
+    return {name: weight for name, weight in weights.items() if weight is not None}
+
+
 def load_engine(settings: Settings, adapters: dict[str, str]) -> ChatEngine:
     """The engine `settings.engine` names, serving the base model and `adapters`."""
     if settings.engine == "remote":
@@ -85,7 +91,8 @@ def build_recommender(settings: Settings, *, progress: bool = False,
     matcher = TitleMatcher(catalog)
     recommender = Recommender(settings=settings, catalog=catalog, matcher=matcher, retriever=retriever,
                               engine=engine, sessions=SqliteSessionStore(settings.db_path),
-                              checker=FactChecker(catalog, matcher))
+                              checker=FactChecker(catalog, matcher),
+                              retrieval_weights=calibrated_weights(adapters))
     if status.rebuilt and progress:
         print(f"indexed {status.count} items in {status.seconds:.1f}s", file=sys.stderr)
     return recommender, status

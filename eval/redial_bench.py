@@ -125,7 +125,8 @@ def evaluate_system(system: str, recommender: Recommender, turns: list[EvalTurn]
     if is_llm:
         result["engine"] = {"name": recommender.engine.name, "model": recommender.engine.model_name,
                             "adapter": getattr(recommender.engine, "adapters", {}).get(recommender.engine.model_name),
-                            "dtype": getattr(recommender.engine, "dtype", None)}
+                            "dtype": getattr(recommender.engine, "dtype", None),
+                            "retrieval_weight": recommender.retrieval_weight}
         result["explanations"] = {"shown": shown.summary(), "generated": drafted.summary()}
     return result
 

@@ -46,6 +46,7 @@ def write_card(adapter_dir: Path) -> Path:
         f"- Validation loss: {training['initial_valid_loss']} before, {training['best_valid_loss']} after.",
         f"- Training time: {training['train_seconds'] / 60:.1f} min on {training['device']} "
         f"({training['total_seconds'] / 60:.1f} min with example building and loading).",
+        *_calibration_lines(training.get("calibration")),
         "",
         "| step | train loss | validation loss |",
         "|---|---|---|",
@@ -90,6 +91,18 @@ def add_evaluation(adapter_dir: Path, results_paths: list[Path]) -> Path:
                                  for name, s in results["systems"].items() if name in ("hybrid", "llm", "lora")}})
     (Path(adapter_dir) / EVAL_FILE).write_text(json.dumps({"runs": runs}, indent=2) + "\n", encoding="utf-8")
     return write_card(adapter_dir)
+
+
+def _calibration_lines(calibration: dict | None) -> list[str]:
+    if not calibration:
+        return []
+    weights = ", ".join(f"{w:g}" for w in calibration["weights"])
+    return [f"- Retrieval weight: **{calibration['retrieval_weight']:g}**, chosen on `{calibration['file']}` "
+            f"({calibration['dialogues']} dialogues, {calibration['turns']} turns): {calibration['metric']} of the "
+            f"fused order for weights {weights}: adapter "
+            f"{', '.join(f'{v:.4f}' for v in calibration['recall@10']['adapter'])}; base model "
+            f"{', '.join(f'{v:.4f}' for v in calibration['recall@10']['base'])}. `--adapter` serves it with this "
+            "weight (`--retrieval-weight` overrides)."]
 
 
 def _mean(metric: dict | float | None) -> float:

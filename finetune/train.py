@@ -10,6 +10,7 @@ stopping, checkpoints to resume from, and an adapter vLLM and transformers + pef
       4. loop       = batch_size examples per step, one at a time (no padding); AdamW, warmup then linear decay;
                       validation loss every eval_every steps (best kept), checkpoint every save_every steps
       5. save       = the best LoRA weights, rounded to bfloat16, + training.json + README.md (the model card)
+      6. calibrate  = the adapter's retrieval weight, chosen on the validation dialogues (finetune/calibrate.py)
 
 The data order is a seeded permutation per epoch, so a resumed run sees exactly the examples the interrupted one
 would have seen.
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from agent.config import Settings
 from agent.engines import pick_dtype, to_chat_dicts
+from finetune.calibrate import calibrate_adapter
 from finetune.card import write_card
 from finetune.config import FinetuneConfig
 from finetune.examples import Example, build_examples, describe_mix
@@ -142,9 +144,9 @@ def finetune(settings: Settings, config: FinetuneConfig, out_dir: Path, *, resum
         print(f"no checkpoint in {out_dir / CHECKPOINTS}: starting from the beginning", file=sys.stderr)
 
     recommender, _ = build_recommender(settings, progress=progress)
-    train, train_counts = build_examples(recommender, _data_path(settings, config.train_file), config,
+    train, train_counts = build_examples(recommender, data_path(settings, config.train_file), config,
                                          limit=config.max_dialogues)
-    valid, _ = build_examples(recommender, _data_path(settings, config.valid_file), config)
+    valid, _ = build_examples(recommender, data_path(settings, config.valid_file), config)
     mix = describe_mix(train_counts, train)
     print("training examples: " + ", ".join(f"{k} {v}" for k, v in mix.items()), file=sys.stderr)
     model_path = resolve_llm(settings.model, settings.cache_dir)
@@ -219,6 +221,8 @@ def finetune(settings: Settings, config: FinetuneConfig, out_dir: Path, *, resum
     save_adapter(model, out_dir, base_name=settings.model)
     (out_dir / TRAINING_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_card(out_dir)
+    del model, optimizer, best_weights  # the calibration loads the saved adapter as serving does
+    summary["calibration"] = calibrate_adapter(settings, out_dir, progress=progress)
     return summary
 
 
@@ -307,7 +311,7 @@ def _stopped_early(state: dict, config: FinetuneConfig) -> bool:
     return bool(config.patience) and state["stale"] >= config.patience
 
 
-def _data_path(settings: Settings, name: str) -> Path:
+def data_path(settings: Settings, name: str) -> Path:
     path = Path(name)
     path = path if path.is_absolute() else Path(settings.data_dir) / path
     if not path.is_file():

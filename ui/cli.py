@@ -41,7 +41,8 @@ def _settings(args: argparse.Namespace) -> Settings:
                              db_path=args.db, catalog=args.catalog, model=args.model,
                              embedding_model=args.embedding_model, n=getattr(args, "n", None),
                              adapters=tuple(adapters) if adapters else None, engine=getattr(args, "engine", None),
-                             engine_url=getattr(args, "engine_url", None))
+                             engine_url=getattr(args, "engine_url", None),
+                             retrieval_weight=getattr(args, "retrieval_weight", None))
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -279,6 +280,17 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {out}: no training.json there (an adapter made by convrec finetune)")
         print(f"wrote {add_evaluation(out, [Path(p) for p in args.add_eval])}")
         return 0
+    if args.calibrate:
+        from finetune.calibrate import calibrate_adapter
+
+        if not (out / "training.json").is_file():
+            raise UsageError(f"--out {out}: no training.json there (an adapter made by convrec finetune)")
+        settings = _settings(args)
+        calibration = calibrate_adapter(settings, out, progress=not args.no_progress)
+        print(f"adapter in {out}: retrieval weight {calibration['retrieval_weight']:g} "
+              f"(validation Recall@10 by weight {calibration['weights']}: adapter {calibration['recall@10']['adapter']}, "
+              f"base model {calibration['recall@10']['base']})")
+        return 0
     from finetune.train import finetune
 
     config = FinetuneConfig.load(args.config, max_steps=args.max_steps, max_dialogues=args.max_dialogues,
@@ -289,7 +301,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     summary = finetune(settings, config, out, resume=args.resume, progress=not args.no_progress)
     print(f"adapter {summary['adapter_name']} in {out}: {summary['steps']} steps in "
           f"{summary['train_seconds'] / 60:.1f} min (total {summary['total_seconds'] / 60:.1f} min); validation loss "
-          f"{summary['initial_valid_loss']} -> {summary['best_valid_loss']} (best at step {summary['best_step']})")
+          f"{summary['initial_valid_loss']} -> {summary['best_valid_loss']} (best at step {summary['best_step']}); "
+          f"retrieval weight {summary['calibration']['retrieval_weight']:g}")
     return 0
 
 
@@ -399,6 +412,9 @@ def _parser() -> argparse.ArgumentParser:
                           help="comma-separated: popularity, dense, cooccurrence, hybrid, llm, lora "
                                "(default all but lora; --adapter adds lora)")
     evaluate.add_argument("--adapter", help="PEFT LoRA adapter folder: adds the lora system")
+    evaluate.add_argument("--retrieval-weight", type=float, metavar="W",
+                          help="fusion weight of the retrieval order for every model (default: an adapter's "
+                               "calibrated weight, else 1.0)")
     evaluate.add_argument("--explain-dialogues", type=int, default=200,
                           help="generate and score explanations for the turns of the first N dialogues (default 200)")
     evaluate.add_argument("--accuracy-only", action="store_true", help="no explanation generation (fastest)")
@@ -409,6 +425,8 @@ def _parser() -> argparse.ArgumentParser:
                    "of a live turn); writes the adapter, training.json and a model card")
     tune.add_argument("--config", help="JSON file of FinetuneConfig fields (finetune/config.py); flags override it")
     tune.add_argument("--out", default="finetune-out/convrec-redial-lora", help="adapter folder (checkpoints inside)")
+    tune.add_argument("--calibrate", action="store_true",
+                      help="only (re)choose the adapter's retrieval weight in --out on the validation dialogues")
     tune.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
     tune.add_argument("--max-steps", type=int, help="optimizer steps (default 60)")
     tune.add_argument("--max-dialogues", type=int, help="first N training dialogues only (default all)")

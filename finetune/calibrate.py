@@ -49,7 +49,7 @@ def calibrate_adapter(settings: Settings, adapter_dir: Path, *, progress: bool =
     try:
         valid_file = training["config"]["valid_file"]
         calibration = calibrate(recommender, adapter_name(adapter_dir), data_path(settings, valid_file),
-                                progress=progress)
+                                limit=training["config"].get("calibrate_dialogues", 0), progress=progress)
         training["calibration"] = {**calibration, "file": valid_file}  # relative to the data dir, like the config
     finally:
         getattr(recommender.engine, "close", lambda: None)()
@@ -59,14 +59,16 @@ def calibrate_adapter(settings: Settings, adapter_dir: Path, *, progress: bool =
     return training["calibration"]
 
 
-def calibrate(recommender: Recommender, adapter: str, valid_path: Path, *, progress: bool = False) -> dict:
-    """The validation Recall@10 of the adapter and of the base model for every weight, and the adapter's weight."""
+def calibrate(recommender: Recommender, adapter: str, valid_path: Path, *, limit: int = 0,
+              progress: bool = False) -> dict:
+    """The validation Recall@10 of the adapter and of the base model for every weight, and the adapter's weight
+    (on the first `limit` dialogues of `valid_path`; 0 = all)."""
     from tqdm import tqdm
 
     started = time.perf_counter()
     settings, engine = recommender.settings, recommender.engine
     models = {"adapter": engine.using(adapter), "base": engine.using(engine.base_name)}
-    benchmark = load_benchmark(valid_path, recommender.catalog, recommender.matcher, settings.data_dir)
+    benchmark = load_benchmark(valid_path, recommender.catalog, recommender.matcher, settings.data_dir, limit)
     recalls: dict[str, list[list[float]]] = {name: [[] for _ in WEIGHTS] for name in models}
     scored = 0
     for turn in tqdm(benchmark.turns, desc="calibrate", unit="turn", disable=not progress):

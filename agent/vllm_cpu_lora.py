@@ -10,7 +10,7 @@ with no adapter (index -1) also picked up the last adapter slot's weights there 
                  it swaps the bgmv ops of the CPU punica wrapper for the grouped ones below (same signatures and
                  results; the sgmv ops call them). GPU builds use Triton kernels and are left alone.
 
-tests/test_vllm_engine.py checks these ops against vLLM's own on random adapters and tokens, and the engine's greedy
+tests/test_vllm_engine.py checks these ops token by token against the definition, and the engine's greedy
 text against transformers + peft.
 """
 

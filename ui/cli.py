@@ -287,9 +287,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             raise UsageError(f"--out {out}: no training.json there (an adapter made by convrec finetune)")
         settings = _settings(args)
         calibration = calibrate_adapter(settings, out, progress=not args.no_progress)
-        print(f"adapter in {out}: retrieval weight {calibration['retrieval_weight']:g} "
-              f"(validation Recall@10 by weight {calibration['weights']}: adapter {calibration['recall@10']['adapter']}, "
-              f"base model {calibration['recall@10']['base']})")
+        recall = calibration["recall@10"]
+        print(f"adapter in {out}: retrieval weight {calibration['retrieval_weight']:g} (validation Recall@10 by "
+              f"weight {calibration['weights']}: adapter {recall['adapter']}, base model {recall['base']})")
         return 0
     from finetune.train import finetune
 

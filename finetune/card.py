@@ -70,7 +70,9 @@ def write_card(adapter_dir: Path) -> Path:
                 explanations = system.get("explanations") or {}
                 claims = [_percent((explanations.get(kind) or {}).get("supported_claim_rate"))
                           for kind in ("generated", "shown")]
-                lines.append(f"| {where} | {name} | " + " | ".join([*accuracy, *claims]) + " |")
+                weight = (system.get("engine") or {}).get("retrieval_weight")
+                label = name if weight is None else f"{name} (retrieval weight {weight:g})"
+                lines.append(f"| {where} | {label} | " + " | ".join([*accuracy, *claims]) + " |")
     lines += ["", "## Licence", "",
               "Trained on ReDial (CC BY 4.0, Li et al. 2018) with DBpedia facts (CC BY-SA 3.0); base model Apache-2.0.",
               ""]
@@ -87,7 +89,8 @@ def add_evaluation(adapter_dir: Path, results_paths: list[Path]) -> Path:
         runs.append({"path": results["path"], "dialogues": results["dialogues"], "turns": results["turns"],
                      "explained_dialogues": results["explained_dialogues"],
                      "commit": results.get("config", {}).get("commit"), "run_seconds": results.get("run_seconds", 0),
-                     "systems": {name: {"seen_removed": s["seen_removed"], "explanations": s.get("explanations")}
+                     "systems": {name: {"seen_removed": s["seen_removed"], "explanations": s.get("explanations"),
+                                        "engine": s.get("engine")}
                                  for name, s in results["systems"].items() if name in ("hybrid", "llm", "lora")}})
     (Path(adapter_dir) / EVAL_FILE).write_text(json.dumps({"runs": runs}, indent=2) + "\n", encoding="utf-8")
     return write_card(adapter_dir)

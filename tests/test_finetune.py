@@ -300,7 +300,8 @@ def test_the_card_carries_the_numbers_of_the_committed_dev_runs(tmp_path):
     lora = json.loads(runs[1].read_text())["systems"]["lora"]
     recall = lora["seen_removed"]["Recall@10"]["mean"]
     supported = lora["explanations"]["generated"]["supported_claim_rate"]
-    row = next(line for line in card.splitlines() if "| lora |" in line)
+    weight = lora["engine"]["retrieval_weight"]  # the adapter's calibrated weight, recorded by the run
+    row = next(line for line in card.splitlines() if f"| lora (retrieval weight {weight:g}) |" in line)
     assert f"{recall:.4f}" in row and f"{100 * supported:.1f}%" in row
     assert sum("| llm |" in line for line in card.splitlines()) == 1
 

@@ -113,7 +113,7 @@ def _rank_by_constrained_generation(engine: StructuredEngine, messages, candidat
 
 
 def fuse_with_retrieval(by_model: list[int], candidate_ids: Sequence[str], n: int, retrieval_weight: float,
-           note: str) -> RankingOutcome:
+                        note: str) -> RankingOutcome:
     """The model's order (candidate positions, best first) fused with the retrieval order by reciprocal ranks."""
     fused = {k: 1 / (RRF_K + position) for position, k in enumerate(by_model, start=1)}
     fused = {k: value + retrieval_weight / (RRF_K + k + 1) for k, value in fused.items()}

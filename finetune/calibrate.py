@@ -34,18 +34,24 @@ WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 RECALL_AT_10 = Recall(10)
 
 
-def calibrate_adapter(settings: Settings, adapter_dir: Path, *, progress: bool = False) -> dict:
+def calibrate_adapter(settings: Settings, adapter_dir: Path, *, recommender: Recommender | None = None,
+                      progress: bool = False) -> dict:
     """Calibrate the adapter in `adapter_dir` (made by `convrec finetune`) on its config's validation file; the result
-    goes into its training.json ("calibration") and model card, where `--adapter` finds it."""
-    from agent.build import build_recommender
+    goes into its training.json ("calibration") and model card, where `--adapter` finds it. `recommender`: one
+    already built from `settings` (training's), whose catalog and index are reused; only the engine is loaded anew."""
+    from agent.build import build_recommender, load_engine, named_adapters
     from agent.models import adapter_name
     from finetune.card import write_card
     from finetune.train import TRAINING_FILE, data_path
 
     adapter_dir = Path(adapter_dir)
     training = json.loads((adapter_dir / TRAINING_FILE).read_text(encoding="utf-8"))
-    settings = dataclasses.replace(settings, adapters=(str(adapter_dir),), retrieval_weight=None)
-    recommender, _ = build_recommender(settings, progress=progress)
+    settings = dataclasses.replace(settings, adapters=(str(adapter_dir),), retrieval_weight=None,
+                                   engine="transformers")  # the scoring engine, whatever CONVREC_ENGINE says
+    if recommender is None:
+        recommender, _ = build_recommender(settings, progress=progress)
+    else:
+        recommender = dataclasses.replace(recommender, engine=load_engine(settings, named_adapters(settings)))
     try:
         valid_file = training["config"]["valid_file"]
         calibration = calibrate(recommender, adapter_name(adapter_dir), data_path(settings, valid_file),

@@ -222,7 +222,7 @@ def finetune(settings: Settings, config: FinetuneConfig, out_dir: Path, *, resum
     (out_dir / TRAINING_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     write_card(out_dir)
     del model, optimizer, best_weights  # the calibration loads the saved adapter as serving does
-    summary["calibration"] = calibrate_adapter(settings, out_dir, progress=progress)
+    summary["calibration"] = calibrate_adapter(settings, out_dir, recommender=recommender, progress=progress)
     return summary
 
 

@@ -365,3 +365,10 @@ def test_calibration_replays_validation_as_the_evaluation_does(redial_recommende
         ranked = recommender.rank(turn.state, turn.text, Trace(), depth=DEPTH)
         recalls.append(Recall(10)(*remove_seen(ranked, turn.relevant, turn.seen)))
     assert recall["adapter"][0] == round(mean(recalls)[0], 4)
+
+
+def test_calibrate_and_add_eval_refuse_a_folder_without_an_adapter(tmp_path):
+    env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR)}
+    for flag in (["--calibrate"], ["--add-eval", str(tmp_path / "results.json")]):
+        done = run_cli("finetune", *flag, "--out", str(tmp_path), env=env)
+        assert done.returncode == 2 and "no training.json there" in done.stderr, done.stderr[-2000:]

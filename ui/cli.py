@@ -275,18 +275,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from finetune.config import FinetuneConfig
 
     out = Path(args.out)
+    if (args.add_eval or args.calibrate) and not (out / "training.json").is_file():
+        raise UsageError(f"--out {out}: no training.json there (an adapter made by convrec finetune)")
     if args.add_eval:
-        if not (out / "training.json").is_file():
-            raise UsageError(f"--out {out}: no training.json there (an adapter made by convrec finetune)")
         print(f"wrote {add_evaluation(out, [Path(p) for p in args.add_eval])}")
         return 0
     if args.calibrate:
         from finetune.calibrate import calibrate_adapter
 
-        if not (out / "training.json").is_file():
-            raise UsageError(f"--out {out}: no training.json there (an adapter made by convrec finetune)")
-        settings = _settings(args)
-        calibration = calibrate_adapter(settings, out, progress=not args.no_progress)
+        calibration = calibrate_adapter(_settings(args), out, progress=not args.no_progress)
         recall = calibration["recall@10"]
         print(f"adapter in {out}: retrieval weight {calibration['retrieval_weight']:g} (validation Recall@10 by "
               f"weight {calibration['weights']}: adapter {recall['adapter']}, base model {recall['base']})")

@@ -30,7 +30,7 @@ from dataclasses import astuple, dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-from retrieval.redial import RedialFormatError, load_redial_dialogues
+from retrieval.redial import RedialFormatError, load_redial_dialogues, training_paths
 
 FACT_FIELDS = ("year", "genre", "director", "starring", "writer", "country", "language")
 REDIAL_SOURCE = "redial"
@@ -228,7 +228,7 @@ def load_redial_catalog(data_dir: Path) -> Catalog:
             **_kg_facts(neighbors.get(uri) or {}),
         )
         items[movie_id] = replace(item, description=compose_description(item))
-    popularity = _count_mentions(data_dir / "redial" / "train_sample" / "train_data.jsonl", items)
+    popularity = _count_mentions(training_paths(data_dir), items)
     return Catalog(items=items, source=REDIAL_SOURCE, popularity=popularity)
 
 
@@ -314,10 +314,10 @@ def _add_unambiguous(index: dict, key: object, genres: tuple[str, ...]) -> None:
         index.setdefault(key, genres)
 
 
-def _count_mentions(path: Path, items: Mapping[str, Item]) -> dict[str, float]:
-    """Per catalog item, the number of conversations in the file that mention it (0 when none)."""
+def _count_mentions(paths: list[Path], items: Mapping[str, Item]) -> dict[str, float]:
+    """Per catalog item, the number of training conversations that mention it (0 when none)."""
     try:
-        dialogues = load_redial_dialogues(path)
+        dialogues = [dialogue for path in paths for dialogue in load_redial_dialogues(path)]
     except RedialFormatError as error:
         raise CatalogError(str(error)) from error
     counts = Counter(movie_id for dialogue in dialogues for movie_id in dialogue.mentions)

@@ -19,6 +19,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+TRAINING_FILES = ("redial/train_sample/train_data.jsonl", "redial/train_extra/train_data.jsonl")
+"""Every learned signal (popularity, the collaborative model, fine-tuning examples, the ranker) learns from these
+3,358 training conversations (500 + 2,858; relative to the data dir). train_extra/ is read when present."""
+VALIDATION_FILE = "redial/train_sample/valid_data.jsonl"
+"""100 conversations for selection and early stopping only."""
+DEV_FILE = "redial/test_dev.jsonl"
+"""670 conversations of the official test split: reported on, never used to choose anything."""
+
 SEEKER = "seeker"
 RECOMMENDER = "recommender"
 MENTION = re.compile(r"@(\d+)")
@@ -68,6 +76,22 @@ def load_redial_dialogues(path: Path) -> list[Dialogue]:
         if line.strip():
             dialogues.append(_parse_line(line, f"{path}, line {line_number}"))
     return dialogues
+
+
+def training_paths(data_dir: Path) -> list[Path]:
+    """The training files present under `data_dir` (train_sample/ is required, train_extra/ read when there)."""
+    paths = [Path(data_dir) / name for name in TRAINING_FILES]
+    return [path for k, path in enumerate(paths) if k == 0 or path.exists()]
+
+
+def load_training_dialogues(data_dir: Path) -> list[Dialogue]:
+    """Every training conversation, in file order (TRAINING_FILES)."""
+    return [dialogue for path in training_paths(data_dir) for dialogue in load_redial_dialogues(path)]
+
+
+def dialogue_items(dialogue: Dialogue) -> list[str]:
+    """The movie ids a conversation mentions: its mention list and every `@id` in its messages."""
+    return list(dict.fromkeys([*dialogue.mentions, *(i for m in dialogue.messages for i in mentioned_ids(m.text))]))
 
 
 def mentioned_ids(text: str) -> list[str]:

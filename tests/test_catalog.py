@@ -23,6 +23,7 @@ from retrieval.catalog import (
     load_redial_catalog,
     parse_movie_name,
 )
+from retrieval.redial import TRAINING_FILES
 from tests.conftest import DATA_DIR
 
 REPO = Path(__file__).resolve().parents[1]
@@ -422,12 +423,13 @@ def test_real_matrix_has_a_wachowski_director_and_sci_fi(redial: tuple[Catalog, 
 
 
 @needs_real_data
-def test_real_popularity_is_counted_from_the_training_sample_only(redial: tuple[Catalog, float]) -> None:
+def test_real_popularity_is_counted_from_the_training_dialogues_only(redial: tuple[Catalog, float]) -> None:
     catalog, _ = redial
     expected: dict[str, int] = {}
-    for line in (REAL_DATA / "redial" / "train_sample" / "train_data.jsonl").read_text().splitlines():
-        for movie_id in json.loads(line)["movieMentions"] or {}:
-            expected[movie_id] = expected.get(movie_id, 0) + 1
+    for name in TRAINING_FILES:
+        for line in (REAL_DATA / name).read_text().splitlines():
+            for movie_id in json.loads(line)["movieMentions"] or {}:
+                expected[movie_id] = expected.get(movie_id, 0) + 1
     with (REAL_DATA / "redial" / "movies_with_mentions.csv").open(encoding="utf-8") as rows:
         nb_mentions = {row["movieId"]: int(row["nbMentions"]) for row in csv.DictReader(rows)}
     assert all(catalog.popularity[item_id] == expected.get(item_id, 0) for item_id in catalog.items)

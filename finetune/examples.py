@@ -5,8 +5,8 @@ Each recommender turn that suggests a movie is replayed exactly as the offline e
 
 - rank example: `agent.turn.rank_prompt` over this turn's retrieved candidates -> {"ranking": [...]} with the
   suggested movies first (in retrieval order among themselves), then the other candidates in retrieval order, n ids.
-  For the dialogues the co-occurrence counts came from (train_sample/train_data.jsonl), the counts are taken
-  *without* the dialogue itself (`Cooccurrence.leaving_out`), so the answer does not leak into the candidates.
+  For training dialogues, popularity and the collaborative model are cross-fitted (finetune/crossfit.py: fitted
+  without the dialogue's fold), so the answer does not leak into the candidates.
   When retrieval misses every suggested movie, `on_miss="skip"` (the default) drops the turn: the order of the
   candidates can only matter when the right movie is among them, and that is what the examples teach. "insert"
   puts the suggested movies into the list at random positions (seeded; the last candidates make room). Suggested
@@ -27,20 +27,19 @@ import json
 import random
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 from langchain_core.messages import BaseMessage
 
-from agent.build import cooccurrence_file
 from agent.grounding import compose_explanation
 from agent.ranking import ANSWER_PREFIX
 from agent.turn import LIKED_IN_EXPLAIN, Recommender, explain_prompt, query_from, rank_prompt
 from agent.types import Candidate
 from eval.datasets import EvalTurn, load_benchmark
 from finetune.config import FinetuneConfig
-from retrieval.redial import Dialogue, mentioned_ids
+from finetune.crossfit import fold_retrievers
+from retrieval.redial import load_training_dialogues, training_paths
 
 
 @dataclass(frozen=True)
@@ -65,14 +64,18 @@ def build_examples(recommender: Recommender, path: Path, config: FinetuneConfig,
                    limit: int = 0) -> tuple[list[Example], Counter]:
     """All examples of the dialogues in `path` (the first `limit`), and counts of what was built and skipped."""
     benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, recommender.settings.data_dir, limit)
-    dialogues = {dialogue.dialogue_id: dialogue for _, dialogue in benchmark.finals}
-    counted = Path(path).resolve() == cooccurrence_file(recommender.settings).resolve()
+    training = {p.resolve() for p in training_paths(recommender.settings.data_dir)}
+    retriever_of = lambda turn: recommender.retriever  # noqa: E731
+    if Path(path).resolve() in training:  # cross-fitted: no answer leaks into a training turn's candidates
+        dialogues = load_training_dialogues(recommender.settings.data_dir)
+        fold_of, retrievers = fold_retrievers(recommender.retriever, dialogues)
+        retriever_of = lambda turn: retrievers[fold_of[turn.dialogue_id]]  # noqa: E731
     rng = random.Random(config.seed)
     counts: Counter = Counter()
     examples: list[Example] = []
     for turn in benchmark.turns:
-        with _without_dialogue(recommender, dialogues[turn.dialogue_id]) if counted else nullcontext():
-            examples += _turn_examples(recommender, turn, config, rng, counts)
+        turn_recommender = dataclasses.replace(recommender, retriever=retriever_of(turn))
+        examples += _turn_examples(turn_recommender, turn, config, rng, counts)
     counts["dialogues"] = benchmark.dialogues
     counts["turns"] = len(benchmark.turns)
     return examples, counts
@@ -113,15 +116,6 @@ def _turn_examples(recommender: Recommender, turn: EvalTurn, config: FinetuneCon
         sentence, _ = compose_explanation(item, named_state, catalog)
         counts["explain"] += 1
         yield Example("explain", turn.dialogue_id, tuple(explain_prompt(turn.state, item, catalog)), (sentence,))
-
-
-def _without_dialogue(recommender: Recommender, dialogue: Dialogue):
-    """The co-occurrence counts without this dialogue (the same items `agent.build.load_cooccurrence` counted)."""
-    cooccurrence = recommender.retriever.cooccurrence
-    if cooccurrence is None:
-        return nullcontext()
-    items = list(dialogue.mentions) + [i for m in dialogue.messages for i in mentioned_ids(m.text)]
-    return cooccurrence.leaving_out(items)
 
 
 def describe_mix(counts: Counter, examples: list[Example]) -> dict[str, int]:

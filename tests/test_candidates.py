@@ -1,7 +1,8 @@
 """Candidate generation rules that do not need the models."""
 
 from agent.types import Constraints
-from retrieval.candidates import CandidateQuery, Cooccurrence, HybridRetriever, explainable
+from retrieval.candidates import CandidateQuery, HybridRetriever, explainable
+from retrieval.collaborative import Cooccurrence
 from retrieval.catalog import Catalog, Item
 
 

@@ -16,7 +16,7 @@ from agent.config import REPO_ROOT, Settings
 from agent.models import adapter_name, resolve_llm
 from finetune.config import FinetuneConfig
 from prompts import TEMPLATE_VERSION
-from retrieval.candidates import Cooccurrence
+from retrieval.collaborative import Cooccurrence
 from tests.conftest import DATA_DIR, needs_data
 
 COMMITTED = REPO_ROOT / "finetune" / "adapters" / "convrec-redial-lora"

@@ -2,7 +2,9 @@
 
     write_report(results, out_dir) -> [paths]      report.md, report.html, recall_at_k.png, latency.png
 
-Every cell is computed from `results`; text from the data is escaped in HTML (never rendered as markup).
+Every cell is computed from `results`; text from the data is escaped in HTML (never rendered as markup). Accuracy
+cells read "mean [low, high]" where the run recorded a 95% bootstrap interval ("ci95"); results.json files written
+before intervals existed render their means alone, and without a "paired" entry the paired table is left out.
 """
 
 from __future__ import annotations
@@ -33,12 +35,16 @@ def build_tables(results: dict) -> list[Table]:
     for setting, note in (("seen_removed", "Items mentioned earlier in the dialogue removed from ground truth and "
                                            "predictions: the setting of He et al. 2023, whose numbers are in italics."),
                           ("raw", "Nothing removed.")):
-        rows = [[name, *(_num(r[setting][label]["mean"]) for label in labels), str(r[setting]["Recall@10"]["turns"])]
-                for name, r in systems.items()]
+        rows = [[name, *(_with_interval(r[setting][label]) for label in labels),
+                 str(r[setting]["Recall@10"]["turns"])] for name, r in systems.items()]
+        if any("ci95" in r[setting][label] for r in systems.values() for label in labels):
+            note += f" In brackets: the 95% interval, {_bootstrap(results)}."
         if setting == "seen_removed":
             rows += [[f"*{name}*", *(_num(p.get(label)) for label in labels), ""] for name, p in PUBLISHED.items()]
         tables.append(Table(f"Accuracy ({setting.replace('_', ' ')})", ["system", *labels, "turns scored"], rows,
                             note))
+    if results.get("paired"):
+        tables.append(_paired_table(results))
     tables.append(Table(
         "Grounding", ["system", "out of catalog", "out of candidates", "repeats (seen or recommended)",
                       "duplicates", "ranking fallback turns", "explanations composed from facts"],
@@ -88,6 +94,23 @@ def build_tables(results: dict) -> list[Table]:
         "explanations). Wall time per system: " + ", ".join(f"{n} {r['seconds']} s" for n, r in systems.items())
         + "."))
     return tables
+
+
+def _paired_table(results: dict) -> Table:
+    rows = [[comparison, label, _signed(d["difference"]), _interval(d["ci95"], signed=True),
+             f"{d['a_better']} / {d['b_better']} / {d['turns']}", "yes" if d["significant"] else "no"]
+            for comparison, metrics in results["paired"].items() for label, d in metrics.items()]
+    return Table("Paired differences (bootstrap over dialogues, 95%)",
+                 ["comparison (a - b)", "metric (seen removed)", "difference", "95% interval",
+                  "turns a better / b better / scored", "significant"], rows,
+                 f"Mean of a - b over the turns both systems score; interval: {_bootstrap(results)}, each resample "
+                 "drawing the same dialogues for both systems. Significant: the interval excludes 0.")
+
+
+def _bootstrap(results: dict) -> str:
+    bootstrap = results.get("bootstrap") or {}
+    return (f"bootstrap over dialogues ({bootstrap.get('samples', 1000)} resamples of the turn-weighted mean, "
+            f"seed {bootstrap.get('seed', 0)})")
 
 
 def markdown(results: dict, tables: list[Table], plots: list[str]) -> str:
@@ -193,6 +216,22 @@ def _summary(results: dict) -> str:
 
 def _num(value: float | None, digits: int = 3) -> str:
     return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _with_interval(metric: dict) -> str:
+    """"0.102 [0.089, 0.116]", or the mean alone where no interval was recorded."""
+    return _num(metric["mean"]) + (f" {_interval(metric['ci95'])}" if metric.get("ci95") else "")
+
+
+def _interval(bounds: list[float] | None, signed: bool = False) -> str:
+    if not bounds:
+        return "–"
+    low, high = (_signed(b) if signed else _num(b) for b in bounds)
+    return f"[{low}, {high}]"
+
+
+def _signed(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.4f}"
 
 
 def _pct(value: float | None) -> str:

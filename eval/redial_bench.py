@@ -5,12 +5,19 @@ faithfulness, memory, beyond-accuracy and latency numbers for the same turns.
     results, records = run_benchmark(recommender, benchmark, systems, explain_dialogues=200)
 
 Systems, all scored on the same turns with the same memory (the system's own, replayed from the dialogue):
-- popularity, dense, cooccurrence, hybrid: the retrieval step alone, with the fusion weights of RETRIEVAL_SYSTEMS;
-- llm: the full pipeline with the base model (retrieve -> the LLM orders the first `candidates_in_prompt` ->
-  explanations); lora: the same with a LoRA adapter (`convrec eval --adapter DIR`).
+- popularity, dense, cooccurrence (the collaborative model), each generator alone (RETRIEVAL_SYSTEMS);
+- hybrid: the retrieval step without the LLM: every generator fused, then the learned ranker's first stage (trained
+  on the same turns as its second stage, without the model-score feature; retrieval/ranker.py);
+- llm: the full pipeline with the base model (retrieve -> the LLM scores the first `candidates_in_prompt` ->
+  explanations); lora: the same with a LoRA adapter (`convrec eval --adapter DIR`), whose scores the ranker's
+  second stage combines with the first stage's when it was trained on that adapter.
 Each ranks up to DEPTH items; "seen removed" drops items mentioned earlier in the dialogue from both the list and the
 ground truth (the published setting). Explanations are generated for the turns of the first `explain_dialogues`
 dialogues only (0 = accuracy only), since they cost seconds per turn on a CPU.
+
+Every accuracy mean carries "ci95", a 95% bootstrap interval that resamples dialogues (BOOTSTRAP_SAMPLES draws,
+the run's seed); results["paired"] holds the seen-removed differences of the PAIRED comparisons, resampled the same
+way with both systems on the same dialogues; each turn's record keeps the seen-removed scores ("scores").
 """
 
 from __future__ import annotations
@@ -26,7 +33,16 @@ from agent.types import SessionState, Trace
 from eval.datasets import Benchmark, EvalTurn
 from eval.faithfulness import ExplanationStats
 from eval.latency import percentile
-from eval.metrics import DEFAULT_METRICS, coverage, intra_list_diversity, mean, novelty, remove_seen
+from eval.metrics import (
+    DEFAULT_METRICS,
+    bootstrap_interval,
+    coverage,
+    intra_list_diversity,
+    mean,
+    novelty,
+    paired_difference,
+    remove_seen,
+)
 from retrieval.candidates import FusionConfig
 from retrieval.redial import Dialogue
 
@@ -49,6 +65,11 @@ PUBLISHED = {
 }
 """Published anchors (seen and out-of-catalog items removed), shown beside our rows."""
 
+BOOTSTRAP_SAMPLES = 1000
+PAIRED = (("lora", "hybrid"), ("llm", "hybrid"), ("lora", "llm"), ("hybrid", "popularity"))
+"""Comparisons (a, b) reported as a - b when both systems ran."""
+PAIRED_METRICS = ("Recall@1", "Recall@10", "Recall@50", "NDCG@10", "MRR")
+
 
 def run_benchmark(recommenders: dict[str, Recommender], benchmark: Benchmark, systems: tuple[str, ...], *,
                   explain_dialogues: int = 0, progress: bool = False, seed: int = 0) -> tuple[dict, list[dict]]:
@@ -64,19 +85,22 @@ def run_benchmark(recommenders: dict[str, Recommender], benchmark: Benchmark, sy
                "turns": len(benchmark.turns), "depth": DEPTH, "explained_dialogues": len(explained),
                **benchmark.notes,
                "memory": memory_accuracy(benchmark.finals, base.catalog) if benchmark.finals else None,
+               "bootstrap": {"unit": "dialogue", "samples": BOOTSTRAP_SAMPLES, "level": 0.95, "seed": seed},
                "systems": {}}
     for system in systems:
         started = time.perf_counter()
         result = evaluate_system(system, recommenders.get(system, base), benchmark.turns, set(explained), vectors,
-                                 records, progress)
+                                 records, progress, seed=seed)
         result["seconds"] = round(time.perf_counter() - started, 1)
         results["systems"][system] = result
+    results["paired"] = paired_differences(records, tuple(results["systems"]), seed)
     return results, records
 
 
 def evaluate_system(system: str, recommender: Recommender, turns: list[EvalTurn], explained: set[str],
-                    vectors: dict, records: list[dict], progress: bool) -> dict:
-    """Accuracy, grounding, beyond-accuracy, latency and (LLM systems) explanation numbers of one system."""
+                    vectors: dict, records: list[dict], progress: bool, *, seed: int = 0) -> dict:
+    """Accuracy, grounding, beyond-accuracy, latency and (LLM systems) explanation numbers of one system; each
+    record gets this system's seen-removed scores under record["scores"][system]."""
     rank = _ranker(recommender, system)
     catalog, n, is_llm = recommender.catalog, recommender.settings.n, system in LLM_SYSTEMS
     raw, unseen = defaultdict(list), defaultdict(list)
@@ -108,11 +132,13 @@ def evaluate_system(system: str, recommender: Recommender, turns: list[EvalTurn]
             unseen[metric.label].append(metric(ranked_unseen, relevant_unseen))
         tops.append(ranked_unseen[:TOP])
         record[system] = ranked[:TOP]
+        record.setdefault("scores", {})[system] = {label: values[-1] for label, values in unseen.items()}
     missing = [i for top in tops for i in top if i not in vectors]
     vectors.update(recommender.retriever.index.vectors(list(dict.fromkeys(missing))) if missing else {})
+    dialogue_ids = [turn.dialogue_id for turn in turns]
     result = {
-        "raw": {label: _rounded(mean(values)) for label, values in raw.items()},
-        "seen_removed": {label: _rounded(mean(values)) for label, values in unseen.items()},
+        "raw": {label: _rounded(values, dialogue_ids, seed) for label, values in raw.items()},
+        "seen_removed": {label: _rounded(values, dialogue_ids, seed) for label, values in unseen.items()},
         "grounding": _grounding_rates(counts, len(turns), is_llm),
         "beyond": {
             f"coverage@{TOP}": round(coverage(tops, len(catalog)), 4),
@@ -134,11 +160,15 @@ def evaluate_system(system: str, recommender: Recommender, turns: list[EvalTurn]
 def _ranker(recommender: Recommender, system: str) -> Callable[[EvalTurn, Trace], list[str]]:
     if system in LLM_SYSTEMS:
         return lambda turn, trace: list(recommender.rank(turn.state, turn.text, trace, depth=DEPTH))
-    retriever = dataclasses.replace(recommender.retriever, config=RETRIEVAL_SYSTEMS[system])
+    learned = recommender.retriever.ranker if system == "hybrid" else None  # the generators alone are fused
+    retriever = dataclasses.replace(recommender.retriever, config=RETRIEVAL_SYSTEMS[system], ranker=learned)
 
     def rank(turn: EvalTurn, trace: Trace) -> list[str]:
         with timed_stage(trace, "retrieve"):
-            return [c.item_id for c in retriever.candidates(query_from(turn.state, turn.text), DEPTH)]
+            ranked = [c.item_id for c in retriever.candidates(query_from(turn.state, turn.text), DEPTH)]
+            if system == "hybrid":  # as the full pipeline does (Recommender.rank): picks match what was asked
+                ranked = list(recommender.honour_requests(turn.state, turn.text, tuple(ranked))[0])
+            return ranked
 
     return rank
 
@@ -199,9 +229,44 @@ def _prf(hits: int, predicted: int, actual: int) -> dict:
             "actual": actual}
 
 
-def _rounded(pair: tuple[float | None, int]) -> dict:
-    value, count = pair
-    return {"mean": _round(value), "turns": count}
+def paired_differences(records: list[dict], systems: tuple[str, ...], seed: int) -> dict:
+    """{"a - b": {metric: {"difference", "ci95", "a_better", "b_better", "turns", "significant"}}} for the PAIRED
+    comparisons whose systems both ran, from the records' seen-removed scores; dialogues resampled for both at once."""
+    dialogue_ids = [record["dialogue_id"] for record in records]
+
+    def by_dialogue(system: str, label: str) -> list[list[float | None]]:
+        return _by_dialogue([record["scores"][system][label] for record in records], dialogue_ids)
+
+    paired = {}
+    for a, b in PAIRED:
+        if a in systems and b in systems:
+            paired[f"{a} - {b}"] = {
+                label: _rounded_difference(paired_difference(by_dialogue(a, label), by_dialogue(b, label),
+                                                             samples=BOOTSTRAP_SAMPLES, seed=seed))
+                for label in PAIRED_METRICS}
+    return paired
+
+
+def _rounded_difference(result: dict) -> dict:
+    interval = result["interval"]
+    return {"difference": _round(result["difference"]),
+            "ci95": None if interval is None else [_round(x) for x in interval],
+            **{key: result[key] for key in ("a_better", "b_better", "turns", "significant")}}
+
+
+def _rounded(values: list[float | None], dialogue_ids: list[str], seed: int) -> dict:
+    """Mean, scored turns and the 95% bootstrap interval over dialogues of one metric's per-turn values."""
+    value, count = mean(values)
+    interval = bootstrap_interval(_by_dialogue(values, dialogue_ids), samples=BOOTSTRAP_SAMPLES, seed=seed)
+    return {"mean": _round(value), "turns": count, "ci95": None if interval is None else [_round(x) for x in interval]}
+
+
+def _by_dialogue(values: list, dialogue_ids: list[str]) -> list[list]:
+    """Per-turn values grouped by dialogue, in order of first appearance."""
+    groups = defaultdict(list)
+    for value, dialogue_id in zip(values, dialogue_ids, strict=True):
+        groups[dialogue_id].append(value)
+    return list(groups.values())
 
 
 def _mean_of(values) -> float | None:

@@ -1,12 +1,13 @@
-"""Candidate generation: dense retrieval, item co-occurrence and popularity, fused by weighted reciprocal rank.
+"""Candidate generation: dense retrieval, a collaborative model and popularity, fused, then a learned ranker.
 
     HybridRetriever.candidates(query, n)
       dense         Chroma neighbours of (the user's words, when they carry content, + the items they liked)
-      cooccurrence  items mentioned in the same training dialogues as the liked items
+      cooccurrence  the collaborative model's items for the liked items (retrieval/collaborative.py)
       popularity    most-mentioned items in the training dialogues (cold start)
       constraints   items matching the wanted genres / people, by popularity
       ──▶ weighted RRF ──▶ wanted genres/people boosted
-      ──▶ hard filters (excluded items, excluded genres, year range) ──▶ top n
+      ──▶ hard filters (excluded items, excluded genres, year range) ──▶ the pool (FusionConfig.pool items)
+      ──▶ the learned ranker's order of the pool (retrieval/ranker.py; without one, the fused order) ──▶ top n
 
 Excluded items (mentioned, seen, rejected, already recommended) never come back, and items with nothing to cite
 (see `explainable`) are never recommended. Duplicate catalog entries of one
@@ -15,18 +16,21 @@ movie (same title and year under two ids, which ReDial has) are kept once.
 
 from __future__ import annotations
 
-import math
-from collections import Counter, defaultdict
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from agent.types import Candidate, Constraints
 from retrieval.catalog import Catalog, Item
 from retrieval.embeddings import Embedder
+from retrieval.features import pool_features
 from retrieval.index import ChromaIndex
+
+if TYPE_CHECKING:
+    from retrieval.collaborative import Collaborative
+    from retrieval.ranker import LearnedRanker
 
 
 def explainable(item: Item) -> bool:
@@ -48,6 +52,8 @@ class CandidateQuery:
     disliked: tuple[str, ...] = ()
     exclude: frozenset[str] = frozenset()
     constraints: Constraints = Constraints()
+    turns: int = 0
+    """How many turns the session has had before this one."""
 
 
 @dataclass(frozen=True)
@@ -73,42 +79,22 @@ class FusionConfig:
     """The k of reciprocal rank fusion: score = sum(weight / (k + rank))."""
     depth: int = 200
     """How many items each generator contributes before fusion."""
+    pool: int = 150
+    """How many fused items (after the filters) the learned ranker re-orders."""
 
 
-class Cooccurrence:
-    """Item-item co-mention counts from training dialogues, normalised like cosine similarity."""
+@dataclass(frozen=True)
+class Pool:
+    """Stage one of a query: each generator's list, fused by weighted reciprocal rank, filtered and deduplicated.
+    The learned ranker (retrieval/ranker.py) re-orders `item_ids`; its features read the rest."""
 
-    def __init__(self, dialogues_items: Iterable[Iterable[str]]) -> None:
-        self.pairs: dict[str, Counter[str]] = defaultdict(Counter)
-        self.counts: Counter[str] = Counter()
-        for items in dialogues_items:
-            self._add(sorted(set(items)), 1)
-
-    @contextmanager
-    def leaving_out(self, items: Iterable[str]) -> Iterator[None]:
-        """Within the block, the counts are as if one dialogue mentioning `items` had not been counted (for training
-        examples built from the same dialogues the counts came from: no answer leaks into the candidates)."""
-        unique = sorted(set(items))
-        self._add(unique, -1)
-        try:
-            yield
-        finally:
-            self._add(unique, 1)
-
-    def _add(self, unique: list[str], sign: int) -> None:
-        for a in unique:
-            self.counts[a] += sign
-            for b in unique:
-                if a != b:
-                    self.pairs[a][b] += sign
-
-    def scores(self, seeds: Iterable[str]) -> dict[str, float]:
-        total: Counter[str] = Counter()
-        for seed in seeds:
-            for other, together in self.pairs.get(seed, {}).items():
-                if together > 0:
-                    total[other] += together / math.sqrt(self.counts[seed] * self.counts[other])
-        return dict(total)
+    item_ids: list[str]
+    """Allowed items in fused order, at most `FusionConfig.pool` of them."""
+    fused: dict[str, float]
+    lists: dict[str, list[str]]
+    """Generator name -> the ids it proposed, best first (before filtering)."""
+    dense_text: np.ndarray | None = None
+    """The user's words as a vector, when they carry content (see `FusionConfig.dense_min_similarity`)."""
 
 
 @dataclass
@@ -116,26 +102,49 @@ class HybridRetriever:
     catalog: Catalog
     index: ChromaIndex | None
     embedder: Embedder | None
-    cooccurrence: Cooccurrence | None = None
+    collaborative: Collaborative | None = None
+    """Co-mentions learned from the training dialogues (retrieval/collaborative.py: EASE or co-occurrence counts)."""
     config: FusionConfig = field(default_factory=FusionConfig)
+    ranker: LearnedRanker | None = None
+    """The learned ranking stage; None orders by the fusion alone."""
+    popularity: dict[str, float] | None = None
+    """Mentions per item in the training dialogues; None: the catalog's (training replaces it per fold)."""
+
+    def __post_init__(self) -> None:
+        self.popularity = self.catalog.popularity if self.popularity is None else self.popularity
+        self._by_popularity = sorted((i for i in self.popularity if self.popularity[i] > 0),
+                                     key=lambda i: (-self.popularity[i], i))
 
     def candidates(self, query: CandidateQuery, n: int) -> list[Candidate]:
-        generators = {"dense": lambda: self._dense(query), "cooccurrence": lambda: self._cooccurrence(query),
-                      "popularity": self._popular, "constraints": lambda: self._matching_constraints(query.constraints)}
+        """The best `n` allowed items for the query: the learned ranker's order of the pool, else the fused order."""
+        pool = self.pool(query)
+        scores = pool.fused
+        if self.ranker is not None and pool.item_ids:
+            learned = self.ranker.score(pool_features(pool, query, self))
+            scores = dict(zip(pool.item_ids, (float(v) for v in learned), strict=True))
+        order = sorted(pool.item_ids, key=lambda i: -scores[i])  # stable: ties keep the fused order
+        proposed = {name: set(ids) for name, ids in pool.lists.items()}
+        return [Candidate(i, round(scores[i], 6), tuple(name for name, ids in proposed.items() if i in ids))
+                for i in order[:n]]
+
+    def pool(self, query: CandidateQuery) -> Pool:
+        dense_text = self._text_vector(query)
+        generators = {"dense": lambda: self._dense(query, dense_text),
+                      "cooccurrence": lambda: self._collaborative(query), "popularity": lambda: self._by_popularity,
+                      "constraints": lambda: self._matching_constraints(query.constraints)}
         fused: dict[str, float] = defaultdict(float)
-        sources: dict[str, list[str]] = defaultdict(list)
+        lists: dict[str, list[str]] = {}
         for name, generate in generators.items():
+            lists[name] = generate()[: self.config.depth]
             weight = getattr(self.config, name)
             if weight <= 0:
                 continue
-            item_ids = generate()
-            for rank, item_id in enumerate(item_ids[: self.config.depth]):
+            for rank, item_id in enumerate(lists[name]):
                 fused[item_id] += weight / (self.config.rrf_k + rank + 1)
-                sources[item_id].append(name)
         for item_id in fused:
             if self._matches_preferences(item_id, query.constraints):
                 fused[item_id] *= self.config.preference_boost
-        out: list[Candidate] = []
+        kept: list[str] = []
         labels_taken: set[tuple[str, int | None]] = set()
         for item_id in sorted(fused, key=lambda i: (-fused[i], i)):
             item = self.catalog.get(item_id)
@@ -145,10 +154,10 @@ class HybridRetriever:
             if label in labels_taken:
                 continue
             labels_taken.add(label)
-            out.append(Candidate(item_id, round(fused[item_id], 6), tuple(sources[item_id])))
-            if len(out) == n:
+            kept.append(item_id)
+            if len(kept) == self.config.pool:
                 break
-        return out
+        return Pool(kept, {i: fused[i] for i in kept}, lists, dense_text)
 
     def _matches_preferences(self, item_id: str, c: Constraints) -> bool:
         item = self.catalog.get(item_id)
@@ -166,15 +175,17 @@ class HybridRetriever:
             return False
         return c.max_year is None or (item.year is not None and item.year <= c.max_year)
 
-    def _dense(self, query: CandidateQuery) -> list[str]:
-        if self.index is None or self.embedder is None:
+    def _text_vector(self, query: CandidateQuery) -> np.ndarray | None:
+        if self.index is None or self.embedder is None or not query.text.strip():
+            return None
+        vector = self.embedder.embed([query.text])[0]
+        best = self.index.query(vector, 1)
+        return vector if best and best[0][1] >= self.config.dense_min_similarity else None
+
+    def _dense(self, query: CandidateQuery, text_vector: np.ndarray | None) -> list[str]:
+        if self.index is None:
             return []
-        parts = []
-        if query.text.strip():
-            text_vector = self.embedder.embed([query.text])[0]
-            best = self.index.query(text_vector, 1)
-            if best and best[0][1] >= self.config.dense_min_similarity:
-                parts.append(text_vector)
+        parts = [] if text_vector is None else [text_vector]
         liked = self.index.vectors([i for i in query.liked if i in self.catalog])
         parts.extend(liked.values())
         if not parts:
@@ -183,15 +194,11 @@ class HybridRetriever:
         vector /= np.linalg.norm(vector) or 1.0
         return [item_id for item_id, _ in self.index.query(vector, self.config.depth)]
 
-    def _cooccurrence(self, query: CandidateQuery) -> list[str]:
-        if self.cooccurrence is None or not query.liked:
+    def _collaborative(self, query: CandidateQuery) -> list[str]:
+        if self.collaborative is None or not query.liked:
             return []
-        scores = self.cooccurrence.scores(query.liked)
+        scores = self.collaborative.scores(query.liked)
         return sorted(scores, key=lambda i: (-scores[i], i))
-
-    def _popular(self) -> list[str]:
-        popularity = self.catalog.popularity
-        return sorted((i for i in popularity if popularity[i] > 0), key=lambda i: (-popularity[i], i))
 
     def _matching_constraints(self, constraints: Constraints) -> list[str]:
         if not constraints.genres and not constraints.people:
@@ -202,6 +209,38 @@ class HybridRetriever:
             people = {*item.directors, *item.cast, *item.writers}
             return len(wanted_genres & set(item.genres)) + 2 * len(wanted_people & people)
 
-        scored = [(matches(item), self.catalog.popularity.get(item.item_id, 0.0), item.item_id)
+        scored = [(matches(item), self.popularity.get(item.item_id, 0.0), item.item_id)
                   for item in self.catalog]
         return [item_id for score, pop, item_id in sorted(scored, key=lambda s: (-s[0], -s[1], s[2])) if score]
+
+    def matching(self, query: CandidateQuery, n: int) -> list[str]:
+        """Up to n allowed items (see `_allowed`) that fulfil every request in the query's constraints (see
+        `fulfils_requests`), most popular first, one id per movie: what an explicit request can draw on beyond the
+        fused candidates (agent/requests.py)."""
+        out: list[str] = []
+        labels_taken: set[tuple[str, int | None]] = set()
+        popularity = self.popularity or {}
+        for item in sorted(self.catalog, key=lambda i: (-popularity.get(i.item_id, 0.0), i.item_id)):
+            label = (item.title.casefold(), item.year)
+            if label in labels_taken or not self._allowed(item, query) or not fulfils_requests(item, query.constraints):
+                continue
+            labels_taken.add(label)
+            out.append(item.item_id)
+            if len(out) == n:
+                break
+        return out
+
+
+def fulfils_requests(item: Item, c: Constraints) -> bool:
+    """Whether the item matches every kind of request: at least one wanted genre, at least one wanted person among
+    its directors, cast and writers, its year within [min_year, max_year], no excluded genre. An empty kind
+    matches."""
+    if c.genres and not set(item.genres) & set(c.genres):
+        return False
+    if c.people and not {*item.directors, *item.cast, *item.writers} & set(c.people):
+        return False
+    if set(item.genres) & set(c.excluded_genres):
+        return False
+    if c.min_year is not None and (item.year is None or item.year < c.min_year):
+        return False
+    return c.max_year is None or (item.year is not None and item.year <= c.max_year)

@@ -30,3 +30,18 @@ class SentenceTransformerEmbedder:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                     show_progress_bar=progress, convert_to_numpy=True)
         return np.asarray(vectors, dtype=np.float32)
+
+
+class EmbeddingCache:
+    """An embedder that embeds a known set of texts once, in batches, and answers those from memory (training and
+    evaluation embed thousands of turns; one batched pass is ~30x faster than one call per turn on a CPU)."""
+
+    def __init__(self, embedder: Embedder, texts: Sequence[str]) -> None:
+        self.embedder, self.name, self.dimension = embedder, embedder.name, embedder.dimension
+        unique = list(dict.fromkeys(texts))
+        self.vectors = dict(zip(unique, embedder.embed(unique), strict=True)) if unique else {}
+
+    def embed(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        if all(text in self.vectors for text in texts):
+            return np.stack([self.vectors[text] for text in texts]) if texts else np.zeros((0, self.dimension))
+        return self.embedder.embed(texts, progress=progress)

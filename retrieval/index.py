@@ -49,6 +49,7 @@ class ChromaIndex:
                                                 settings=ChromaSettings(anonymized_telemetry=False))
         self.name = "catalog-" + hashlib.sha1(catalog.source.encode()).hexdigest()[:10]
         self.collection = self.client.get_or_create_collection(self.name, metadata={"hnsw:space": "cosine"})
+        self._matrix: tuple[dict[str, int], np.ndarray] | None = None
 
     @property
     def stamp_path(self) -> Path:
@@ -72,6 +73,15 @@ class ChromaIndex:
             return []
         result = self.collection.query(query_embeddings=[vector.tolist()], n_results=n, include=["distances"])
         return [(i, 1.0 - d) for i, d in zip(result["ids"][0], result["distances"][0], strict=True)]
+
+    def matrix(self) -> tuple[dict[str, int], np.ndarray]:
+        """(item id -> row, every item's unit vector as a row), read from the collection once and kept."""
+        if self._matrix is None:
+            got = self.collection.get(include=["embeddings"])
+            vectors = np.asarray(got["embeddings"], dtype=np.float32).reshape(len(got["ids"]), -1)
+            vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+            self._matrix = ({item_id: k for k, item_id in enumerate(got["ids"])}, vectors)
+        return self._matrix
 
     def vectors(self, item_ids: list[str]) -> dict[str, np.ndarray]:
         if not item_ids:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
 def _settings(args: argparse.Namespace) -> Settings:
     adapters = getattr(args, "adapter", None) if args.command is not cmd_eval else None  # a list (repeatable)
     return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, index_dir=args.index_dir,
-                             db_path=args.db, catalog=args.catalog, model=args.model,
+                             db_path=args.db, catalog=args.catalog, model=args.model, ranker=args.ranker,
                              embedding_model=args.embedding_model, n=getattr(args, "n", None),
                              adapters=tuple(adapters) if adapters else None, engine=getattr(args, "engine", None),
                              engine_url=getattr(args, "engine_url", None),
@@ -303,6 +303,12 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ranker(args: argparse.Namespace) -> int:
+    from ui.commands import ranker
+
+    return ranker.run(args, _settings(args))
+
+
 def _git_commit() -> str:
     """The checkout's short commit, recorded with the evaluation results ("" outside a git checkout)."""
     import subprocess
@@ -345,6 +351,8 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--catalog", help='"redial" (default) or a CSV/JSONL catalog file')
     common.add_argument("--model", help="LLM: default smollm2-135m-instruct, a local folder or a hub id")
     common.add_argument("--embedding-model", help="embedder: default all-minilm-l6-v2, a local folder or a hub id")
+    common.add_argument("--ranker", help='learned ranker folder (default: finetune/rankers/convrec-ranker with the '
+                        'ReDial catalog; env CONVREC_RANKER); "none" orders candidates by fusion alone')
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     def command(name: str, handler, help_text: str) -> argparse.ArgumentParser:
@@ -438,6 +446,10 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--add-eval", metavar="RESULTS_JSON", action="append",
                       help="only copy the numbers of a `convrec eval` results.json into the card of the adapter in "
                            "--out (repeatable: e.g. the base model's run and the adapter's)")
+    from ui.commands import ranker
+
+    ranker.add_arguments(command("ranker", cmd_ranker, "train the learned ranker (LightGBM, two stages) on the "
+                                 "ReDial training dialogues; writes its folder and card"))
     for sub in (chat, ask, bench, serve, web):
         sub.add_argument("--adapter", action="append", help="LoRA adapter folder from `convrec finetune` (e.g. "
                          "finetune/adapters/convrec-redial-lora; env CONVREC_ADAPTER); repeatable: the first "

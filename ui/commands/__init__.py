@@ -1,0 +1,1 @@
+"""One module per command family; ui/cli.py only wires them (new commands start here)."""

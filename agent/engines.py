@@ -201,7 +201,7 @@ class TransformersEngine:
         packed, positions, mask = pack_choices(len(context), encoded, torch)
         with self._lock, self._active_model(), torch.inference_mode(), _as_engine_error("score"):
             device = self.device
-            out = self.model(torch.tensor([context], device=device), use_cache=True)
+            out = self.model(torch.tensor([context], device=device), use_cache=True, logits_to_keep=1)
             follow = self.model(torch.tensor([packed], device=device), past_key_values=out.past_key_values,
                                 attention_mask=mask.to(device), position_ids=torch.tensor([positions], device=device),
                                 use_cache=False)

@@ -243,6 +243,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     recommender, _ = build_recommender(settings, progress=True)
     benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, settings.data_dir, args.limit)
     engine = recommender.engine  # one engine: the base model for llm, the adapter for lora
+    if args.score_cache:
+        from eval.score_cache import ScoreCachingEngine
+
+        engine = ScoreCachingEngine(engine, Path(args.score_cache))
     recommenders = {"llm": dataclasses.replace(recommender, engine=engine.using(engine.base_name))}
     if "lora" in systems:
         recommenders["lora"] = dataclasses.replace(recommender, engine=engine.using(lora_name))
@@ -257,6 +261,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
                          "adapter": args.adapter, "candidates_in_prompt": settings.candidates_in_prompt,
                          "catalog": recommender.catalog.source, "catalog_items": len(recommender.catalog),
                          "seed": args.seed, "commit": commit}
+    if args.score_cache:
+        results["config"]["score_cache"] = {system: {"hits": r.engine.hits, "computed": r.engine.misses}
+                                            for system, r in recommenders.items() if system in systems}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False), encoding="utf-8")
@@ -423,6 +430,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--explain-dialogues", type=int, default=200,
                           help="generate and score explanations for the turns of the first N dialogues (default 200)")
     evaluate.add_argument("--accuracy-only", action="store_true", help="no explanation generation (fastest)")
+    evaluate.add_argument("--score-cache", metavar="FILE", help="keep the LLM's candidate scores in FILE and reuse "
+                          "them (same accuracy, faster reruns; eval/score_cache.py)")
     evaluate.add_argument("--seed", type=int, default=0)
     evaluate.add_argument("--no-progress", action="store_true", help="no progress bar")
     evaluate.add_argument("--out", default="eval-out", help="folder for results.json, turns.jsonl and the report")

@@ -290,5 +290,12 @@ def write_ranker_card(card: dict, out: Path) -> None:
         f"Stage one: {json.dumps(card['stage_one'])}", "",
     ]
     if "stage_two" in card:
-        lines += [f"Stage two: {json.dumps(card['stage_two'])}", ""]
+        two = card["stage_two"]
+        hits = two["validation_recall@10_within_shown"]
+        lines += [f"Stage two: {json.dumps(two)}", "",
+                  f"Stage two on validation: of the {hits['turns']} turns whose answer is among the candidates "
+                  f"the LLM scores, stage one puts it in the top 10 in {hits['stage_one_hits@10']}, "
+                  f"stage two in {hits['stage_two_hits@10']}. "
+                  f"Stage two took {card.get('stage_two_seconds', two['seconds_with_scoring']):.0f} s "
+                  f"({two['scored_training_turns']} training turns scored by the LLM).", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")

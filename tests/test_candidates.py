@@ -2,8 +2,8 @@
 
 from agent.types import Constraints
 from retrieval.candidates import CandidateQuery, HybridRetriever, explainable
-from retrieval.collaborative import Cooccurrence
 from retrieval.catalog import Catalog, Item
+from retrieval.collaborative import Cooccurrence
 
 
 def catalog() -> Catalog:

@@ -24,6 +24,8 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--model-turns", type=int, help="training turns scored by the LLM for stage two (default 600)")
     sub.add_argument("--max-dialogues", type=int, help="first N training dialogues only (default all)")
     sub.add_argument("--valid-dialogues", type=int, help="first N validation dialogues only (default all)")
+    sub.add_argument("--score-cache", metavar="FILE", help="keep the LLM's candidate scores in FILE and reuse them "
+                     "(a later stage-two variant then costs seconds, not half an hour; eval/score_cache.py)")
     sub.add_argument("--seed", type=int, default=0)
     sub.add_argument("--no-progress", action="store_true", help="no progress lines")
 
@@ -40,6 +42,11 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                                    adapters=() if args.no_model else (args.adapter,))
     settings.db_path = settings.cache_dir / "ranker-sessions.sqlite3"
     recommender, _ = build_recommender(settings, progress=not args.no_progress)
+    if args.score_cache:
+        from eval.score_cache import ScoreCachingEngine
+
+        recommender = dataclasses.replace(recommender, engine=ScoreCachingEngine(recommender.engine,
+                                                                                 Path(args.score_cache)))
     card = train_ranker(recommender, config, Path(args.out), progress=not args.no_progress)
     validation = "; ".join(f"{name}: R@10 {r['Recall@10']}" for name, r in card["validation"].items())
     print(f"ranker in {args.out}: collaborative model {card['collaborative']}; validation {validation}; "

@@ -1,9 +1,9 @@
 """Memoised `score_choices` for long evaluations: `convrec eval --score-cache FILE`.
 
 Scoring a turn's candidates is deterministic (greedy, fixed weights), so its log-probabilities can be kept in a JSONL
-file keyed by (model, prompt, prefix, choices) and reused by a later run over the same turns: e.g. when only the
-ranker's second stage changed, or when two processes share the work of one run (each appends what it computed;
-lines are written whole, with O_APPEND). Accuracy numbers are the same with or without the cache; the rank stage's
+file keyed by (model, its adapter's weights, prompt, prefix, choices) and reused by a later run over the same turns:
+e.g. when only the ranker's second stage changed, or when two processes share the work of one run (each appends what
+it computed; lines are written whole, with O_APPEND). Accuracy numbers are the same with or without the cache; the rank stage's
 latency is not (results.json records how many scorings came from the cache).
 """
 
@@ -26,6 +26,7 @@ class ScoreCachingEngine:
         self._lock = threading.Lock()
         self.hits = self.misses = self._offset = 0
         self._scores: dict[str, list[float]] = {}
+        self._weights = {name: _fingerprint(Path(path)) for name, path in getattr(engine, "adapters", {}).items()}
         self._read()
 
     def __getattr__(self, name: str):
@@ -54,8 +55,9 @@ class ScoreCachingEngine:
         return scores
 
     def _key(self, messages, prefix: str, choices: Sequence[str]) -> str:
-        text = json.dumps([self._engine.model_name, [[type(m).__name__, str(m.content)] for m in messages], prefix,
-                           list(choices)])
+        model = self._engine.model_name
+        text = json.dumps([model, self._weights.get(model, ""), [[type(m).__name__, str(m.content)] for m in messages],
+                           prefix, list(choices)])
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _read(self) -> None:
@@ -67,3 +69,11 @@ class ScoreCachingEngine:
                 record = json.loads(line)
                 self._scores[record["key"]] = record["scores"]
                 self._offset = handle.tell()
+
+
+def _fingerprint(adapter_dir: Path) -> str:
+    """A hash of an adapter's weights: a retrained adapter under the same name never reuses old scores."""
+    digest = hashlib.sha256()
+    for weights in sorted(adapter_dir.glob("*.safetensors")):
+        digest.update(weights.read_bytes())
+    return digest.hexdigest()[:16]

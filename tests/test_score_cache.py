@@ -51,3 +51,17 @@ def test_the_wrapper_is_a_scoring_engine_and_nothing_more(tmp_path) -> None:
     cached = ScoreCachingEngine(_Engine(), tmp_path / "scores.jsonl")
     assert isinstance(cached, ScoringEngine) and not isinstance(cached, StructuredEngine)
     assert cached.generate([[HumanMessage("x")]]) == ["text"] and cached.model_name == "adapter"
+
+
+def test_a_retrained_adapter_under_the_same_name_does_not_reuse_old_scores(tmp_path) -> None:
+    adapter = tmp_path / "adapter"
+    adapter.mkdir()
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights v1")
+    engine = _Engine()
+    engine.adapters = {"adapter": str(adapter)}
+    path = tmp_path / "scores.jsonl"
+    ScoreCachingEngine(engine, path).score_choices([HumanMessage("hi")], "{", ["7"])
+    (adapter / "adapter_model.safetensors").write_bytes(b"weights v2")
+    retrained = ScoreCachingEngine(engine, path)
+    retrained.score_choices([HumanMessage("hi")], "{", ["7"])
+    assert (retrained.hits, retrained.misses) == (0, 1)

@@ -3,8 +3,8 @@
 Scoring a turn's candidates is deterministic (greedy, fixed weights), so its log-probabilities can be kept in a JSONL
 file keyed by (model, its adapter's weights, prompt, prefix, choices) and reused by a later run over the same turns:
 e.g. when only the ranker's second stage changed, or when two processes share the work of one run (each appends what
-it computed; lines are written whole, with O_APPEND). Accuracy numbers are the same with or without the cache; the rank stage's
-latency is not (results.json records how many scorings came from the cache).
+it computed; lines are written whole, with O_APPEND). Accuracy numbers are the same with or without the cache; the
+rank stage's latency is not (results.json records how many scorings came from the cache).
 """
 
 from __future__ import annotations

@@ -256,6 +256,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     results, records = run_benchmark(recommenders, benchmark, systems, explain_dialogues=explain,
                                      progress=not args.no_progress, seed=args.seed)
     results["run_seconds"] = round(time.perf_counter() - started, 1)
+    results["path"] = _relative_to(path, settings.data_dir)  # a record reads the same on every machine
     results["config"] = {"model": settings.model, "engine": settings.engine,
                          "dtype": getattr(recommender.engine, "dtype", ""),
                          "adapter": args.adapter, "candidates_in_prompt": settings.candidates_in_prompt,
@@ -314,6 +315,16 @@ def cmd_ranker(args: argparse.Namespace) -> int:
     from ui.commands import ranker
 
     return ranker.run(args, _settings(args))
+
+
+def _relative_to(path, data_dir) -> str:
+    """`path` as `<data>/...` when it lies in the data dir, else as given."""
+    from pathlib import Path
+
+    try:
+        return "<data>/" + Path(path).resolve().relative_to(Path(data_dir).resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def _git_commit() -> str:

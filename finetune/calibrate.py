@@ -94,7 +94,8 @@ def calibrate(recommender: Recommender, adapter: str, valid_path: Path, *, limit
                 by_model = sorted(range(len(shown)), key=lambda k: (-scores[k], k))
             for column, weight in enumerate(WEIGHTS):
                 order = fuse_with_retrieval(by_model, shown, settings.n, weight, "scored").item_ids if shown else ()
-                ranked, relevant = remove_seen([*order, *rest], turn.relevant, turn.seen)
+                order, _ = recommender.honour_requests(turn.state, turn.text, (*order, *rest))  # as rank() does
+                ranked, relevant = remove_seen(order, turn.relevant, turn.seen)
                 value = RECALL_AT_10(ranked, relevant)
                 if value is not None:
                     recalls[name][column].append(value)

@@ -1,1 +1,2 @@
-"""Offline evaluation. Now: turn latency (latency.py). Next: accuracy, grounding and faithfulness reports."""
+"""Offline evaluation: the ReDial benchmark (accuracy with intervals, grounding, explanation faithfulness, memory,
+beyond-accuracy, latency) and its report; turn latency, load, crash and serving benchmarks."""

@@ -1,1 +1,2 @@
-"""LoRA fine-tuning (see the "LoRA fine-tuning" issue; not built yet)."""
+"""The learned parts: LoRA fine-tuning of the LLM (train.py, calibrate.py) and the learned ranker (ranker.py), both
+trained on the ReDial training dialogues with cross-fitted features (crossfit.py)."""

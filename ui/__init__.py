@@ -1,1 +1,2 @@
-"""The edges people touch: command line (and later the HTTP API and the web app)."""
+"""The edges people touch: the command line (cli.py, commands/), the OpenAI-compatible HTTP API (api/) and the web
+chat (web.py)."""

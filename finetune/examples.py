@@ -65,17 +65,17 @@ def build_examples(recommender: Recommender, path: Path, config: FinetuneConfig,
     """All examples of the dialogues in `path` (the first `limit`), and counts of what was built and skipped."""
     benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, recommender.settings.data_dir, limit)
     training = {p.resolve() for p in training_paths(recommender.settings.data_dir)}
-    retriever_of = lambda turn: recommender.retriever  # noqa: E731
+    fold_of: dict[str, int] = {}
+    retrievers = [recommender.retriever]
     if Path(path).resolve() in training:  # cross-fitted: no answer leaks into a training turn's candidates
         dialogues = load_training_dialogues(recommender.settings.data_dir)
         fold_of, retrievers = fold_retrievers(recommender.retriever, dialogues)
-        retriever_of = lambda turn: retrievers[fold_of[turn.dialogue_id]]  # noqa: E731
     rng = random.Random(config.seed)
     counts: Counter = Counter()
     examples: list[Example] = []
     for turn in benchmark.turns:
-        turn_recommender = dataclasses.replace(recommender, retriever=retriever_of(turn))
-        examples += _turn_examples(turn_recommender, turn, config, rng, counts)
+        retriever = retrievers[fold_of.get(turn.dialogue_id, 0)]
+        examples += _turn_examples(dataclasses.replace(recommender, retriever=retriever), turn, config, rng, counts)
     counts["dialogues"] = benchmark.dialogues
     counts["turns"] = len(benchmark.turns)
     return examples, counts

@@ -89,9 +89,9 @@ def train_ranker(recommender: Recommender, config: RankerConfig, out: Path, *, p
     data_dir = Path(recommender.settings.data_dir)
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
 
-    dialogues = [d for path in training_paths(data_dir) for d in load_redial_dialogues(path)]
-    dialogues = dialogues[: config.max_dialogues or None]
-    extra_ids = {d.dialogue_id for path in training_paths(data_dir)[1:] for d in load_redial_dialogues(path)}
+    by_file = [load_redial_dialogues(path) for path in training_paths(data_dir)]  # train_sample, then train_extra
+    dialogues = [d for file in by_file for d in file][: config.max_dialogues or None]
+    extra_ids = {d.dialogue_id for file in by_file[1:] for d in file}
     split_b = {d.dialogue_id for d in dialogues if d.dialogue_id in extra_ids and rng.random() < config.split_b_share}
     items = {d.dialogue_id: dialogue_items(d) for d in dialogues}
     say(f"{len(dialogues)} training dialogues ({len(split_b)} in split B), replaying ...")
@@ -136,11 +136,10 @@ def train_ranker(recommender: Recommender, config: RankerConfig, out: Path, *, p
 
 def _stage_one(recommender, config, dialogues, items, turns, valid, split_b, say, started):
     """Choose the collaborative model on validation, then fit stage one on split A's cross-fitted pools."""
-    comparison = compare_collaborative(recommender.retriever, items, valid)
+    comparison, models = compare_collaborative(recommender.retriever, items, valid)
     chosen = max(comparison, key=lambda name: (comparison[name]["Recall@10"], comparison[name]["Recall@50"]))
     say(f"collaborative models on validation: {comparison}; kept {chosen}")
-    make = COLLABORATIVE_MODELS[chosen]
-    full = dataclasses.replace(recommender.retriever, collaborative=make(list(items.values())), ranker=None)
+    full = dataclasses.replace(recommender.retriever, collaborative=models[chosen], ranker=None)
     fold_of, fold_retrievers = fold_retrievers_of(full, dialogues, config.folds, config.seed)
     a_turns = [t for t in turns if t.dialogue_id not in split_b]
     train_groups = _groups(a_turns, lambda t: fold_retrievers[fold_of[t.dialogue_id]])
@@ -158,15 +157,15 @@ def _stage_one(recommender, config, dialogues, items, turns, valid, split_b, say
     return card, stage_one, full, served, fold_of, fold_retrievers
 
 
-def compare_collaborative(retriever: HybridRetriever, items: dict[str, list[str]], valid: list[EvalTurn]) -> dict:
-    """Each collaborative model alone (fitted on every training dialogue), scored on validation."""
+def compare_collaborative(retriever: HybridRetriever, items: dict[str, list[str]],
+                          valid: list[EvalTurn]) -> tuple[dict, dict]:
+    """Each collaborative model alone (fitted on every training dialogue), scored on validation: (recall by name,
+    the fitted model by name)."""
     alone = FusionConfig(dense=0, cooccurrence=1, popularity=0, constraints=0)
-    out = {}
-    for name, make in COLLABORATIVE_MODELS.items():
-        model = make(list(items.values()))
-        retriever = dataclasses.replace(retriever, collaborative=model, config=alone, ranker=None)
-        out[name] = _recall(retriever, valid)
-    return out
+    models = {name: make(list(items.values())) for name, make in COLLABORATIVE_MODELS.items()}
+    recall = {name: _recall(dataclasses.replace(retriever, collaborative=model, config=alone, ranker=None), valid)
+              for name, model in models.items()}
+    return recall, models
 
 
 def _groups(turns: list[EvalTurn], retriever_of) -> tuple[np.ndarray, list[int], np.ndarray]:
@@ -225,10 +224,7 @@ def train_stage_two(recommender: Recommender, served: HybridRetriever, fold_retr
                 say(f"  stage two: {kept} turns scored ({time.perf_counter() - started:.0f} s)")
         return np.concatenate(rows), sizes, np.concatenate(labels)
 
-    def with_stage_one(retriever):
-        return dataclasses.replace(retriever, ranker=served.ranker)
-
-    staged = [with_stage_one(r) for r in fold_retrievers]
+    staged = [dataclasses.replace(r, ranker=served.ranker) for r in fold_retrievers]
     train = scored(b_turns, lambda t: staged[fold_of[t.dialogue_id]], config.model_turns)
     held = scored(valid, lambda t: served, len(valid))
     booster, info = _fit(train, held, config.stage_two_rounds, config.seed)

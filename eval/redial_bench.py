@@ -72,9 +72,14 @@ PAIRED_METRICS = ("Recall@1", "Recall@10", "Recall@50", "NDCG@10", "MRR")
 
 
 def run_benchmark(recommenders: dict[str, Recommender], benchmark: Benchmark, systems: tuple[str, ...], *,
-                  explain_dialogues: int = 0, progress: bool = False, seed: int = 0) -> tuple[dict, list[dict]]:
+                  explain_dialogues: int = 0, progress: bool = False, seed: int = 0,
+                  answerable_only: bool = False) -> tuple[dict, list[dict]]:
     """Score every system on the benchmark's turns. `recommenders["llm"]` serves the retrieval systems too;
-    `recommenders["lora"]` is needed only for the lora system. Returns (results, per-turn records)."""
+    `recommenders["lora"]` is needed only for the lora system. Returns (results, per-turn records).
+    `answerable_only` (accuracy-only runs): the LLM scores a turn's candidates only when an answer is among them
+    (`AnswerableOnly`); every accuracy number is the same, the LLM systems' latency is not measured."""
+    if answerable_only and explain_dialogues:
+        raise ValueError("answerable_only is for accuracy-only runs (explain_dialogues=0)")
     _seed_everything(seed)
     base = recommenders["llm"]
     explained = list(dict.fromkeys(t.dialogue_id for t in benchmark.turns))[:explain_dialogues]
@@ -86,11 +91,12 @@ def run_benchmark(recommenders: dict[str, Recommender], benchmark: Benchmark, sy
                **benchmark.notes,
                "memory": memory_accuracy(benchmark.finals, base.catalog) if benchmark.finals else None,
                "bootstrap": {"unit": "dialogue", "samples": BOOTSTRAP_SAMPLES, "level": 0.95, "seed": seed},
+               "answerable_only": answerable_only,
                "systems": {}}
     for system in systems:
         started = time.perf_counter()
         result = evaluate_system(system, recommenders.get(system, base), benchmark.turns, set(explained), vectors,
-                                 records, progress, seed=seed)
+                                 records, progress, seed=seed, answerable_only=answerable_only)
         result["seconds"] = round(time.perf_counter() - started, 1)
         results["systems"][system] = result
     results["paired"] = paired_differences(records, tuple(results["systems"]), seed)
@@ -98,10 +104,12 @@ def run_benchmark(recommenders: dict[str, Recommender], benchmark: Benchmark, sy
 
 
 def evaluate_system(system: str, recommender: Recommender, turns: list[EvalTurn], explained: set[str],
-                    vectors: dict, records: list[dict], progress: bool, *, seed: int = 0) -> dict:
+                    vectors: dict, records: list[dict], progress: bool, *, seed: int = 0,
+                    answerable_only: bool = False) -> dict:
     """Accuracy, grounding, beyond-accuracy, latency and (LLM systems) explanation numbers of one system; each
     record gets this system's seen-removed scores under record["scores"][system]."""
-    rank = _ranker(recommender, system)
+    scored = [0, 0]  # answerable_only: turns the LLM scored, turns it did not need to
+    rank = _ranker(recommender, system, scored if answerable_only else None)
     catalog, n, is_llm = recommender.catalog, recommender.settings.n, system in LLM_SYSTEMS
     raw, unseen = defaultdict(list), defaultdict(list)
     counts = defaultdict(int)
@@ -146,8 +154,10 @@ def evaluate_system(system: str, recommender: Recommender, turns: list[EvalTurn]
             f"novelty@{TOP}": _mean_of(novelty(top, catalog.popularity, len(catalog)) for top in tops),
         },
         "latency": {stage: {"p50": round(percentile(v, 50), 4), "p95": round(percentile(v, 95), 4), "turns": len(v)}
-                    for stage, v in stages.items()},
+                    for stage, v in stages.items()} if not (is_llm and answerable_only) else {},
     }
+    if is_llm and answerable_only:
+        result["answerable_only"] = {"scored_turns": scored[0], "unscored_turns": scored[1]}
     if is_llm:
         result["engine"] = {"name": recommender.engine.name, "model": recommender.engine.model_name,
                             "adapter": getattr(recommender.engine, "adapters", {}).get(recommender.engine.model_name),
@@ -157,7 +167,15 @@ def evaluate_system(system: str, recommender: Recommender, turns: list[EvalTurn]
     return result
 
 
-def _ranker(recommender: Recommender, system: str) -> Callable[[EvalTurn, Trace], list[str]]:
+def _ranker(recommender: Recommender, system: str,
+            scored: list[int] | None = None) -> Callable[[EvalTurn, Trace], list[str]]:
+    if system in LLM_SYSTEMS and scored is not None:
+        def rank_answerable(turn: EvalTurn, trace: Trace) -> list[str]:
+            engine = AnswerableOnly(recommender.engine, turn.relevant, scored)
+            answerable = dataclasses.replace(recommender, engine=engine)
+            return list(answerable.rank(turn.state, turn.text, trace, depth=DEPTH))
+
+        return rank_answerable
     if system in LLM_SYSTEMS:
         return lambda turn, trace: list(recommender.rank(turn.state, turn.text, trace, depth=DEPTH))
     learned = recommender.retriever.ranker if system == "hybrid" else None  # the generators alone are fused
@@ -171,6 +189,27 @@ def _ranker(recommender: Recommender, system: str) -> Callable[[EvalTurn, Trace]
             return ranked
 
     return rank
+
+
+class AnswerableOnly:
+    """The engine of one evaluated turn, for accuracy-only runs: `score_choices` asks the model only when one of the
+    choices is an answer of the turn. When none is, re-ordering them cannot change any accuracy metric (the answers
+    keep their positions after the shown candidates, seen removed or not, and the request step sorts stably by
+    tier), so every choice gets 0.0: the candidates keep the retrieval order. A test checks that the numbers equal a
+    full run's. Everything else goes to the engine."""
+
+    def __init__(self, engine, answers: set[str], scored: list[int]) -> None:
+        self._engine, self._answers, self._scored = engine, {f'{i}"' for i in answers}, scored
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    def score_choices(self, messages, prefix: str, choices) -> list[float]:
+        if self._answers.isdisjoint(choices):
+            self._scored[1] += 1
+            return [0.0] * len(choices)
+        self._scored[0] += 1
+        return self._engine.score_choices(messages, prefix, choices)
 
 
 def _count_grounding(counts: dict, ranked: list[str], state: SessionState, trace: Trace, catalog, n: int,

@@ -39,6 +39,12 @@ def build_tables(results: dict) -> list[Table]:
                  str(r[setting]["Recall@10"]["turns"])] for name, r in systems.items()]
         if any("ci95" in r[setting][label] for r in systems.values() for label in labels):
             note += f" In brackets: the 95% interval, {_bootstrap(results)}."
+        answerable = {n: r["answerable_only"] for n, r in systems.items() if "answerable_only" in r}
+        if answerable:
+            note += (" LLM systems scored only the turns with an answer among their candidates (the others' numbers "
+                     "are the same under any order): " + "; ".join(
+                         f"{n} {a['scored_turns']} scored, {a['unscored_turns']} not" for n, a in answerable.items())
+                     + ".")
         if setting == "seen_removed":
             rows += [[f"*{name}*", *(_num(p.get(label)) for label in labels), ""] for name, p in PUBLISHED.items()]
         tables.append(Table(f"Accuracy ({setting.replace('_', ' ')})", ["system", *labels, "turns scored"], rows,

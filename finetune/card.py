@@ -34,8 +34,11 @@ def write_card(adapter_dir: Path) -> Path:
         "float32, saved in bfloat16.",
         f"- Prompt template version: `{training['template_version']}` (prompts/templates; convrec warns when the "
         "templates have changed since).",
-        f"- Data: ReDial `{config['train_file']}` (validation: `{config['valid_file']}`), examples rendered with the "
-        "live turn's prompts: " + ", ".join(f"{k} {v}" for k, v in training["mix"].items()) + ".",
+        f"- Data: ReDial {_data(config['train_file'])} (validation: `{config['valid_file']}`), examples rendered "
+        "with the live turn's prompts (candidates from the served retrieval and ranker, popularity and "
+        "collaborative model cross-fitted; "
+        f"{'shown in a seeded random order' if config.get('shuffle_candidates') else 'in retrieval order'}): "
+        + ", ".join(f"{k} {v}" for k, v in training["mix"].items()) + ".",
         f"- LoRA: r={config['rank']}, alpha={config['alpha']}, dropout={config['dropout']}, on "
         f"{', '.join(config['target_modules'])}.",
         f"- Optimisation: {training['steps']} steps × {config['batch_size']} examples, AdamW lr "
@@ -94,6 +97,13 @@ def add_evaluation(adapter_dir: Path, results_paths: list[Path]) -> Path:
                                  for name, s in results["systems"].items() if name in ("hybrid", "llm", "lora")}})
     (Path(adapter_dir) / EVAL_FILE).write_text(json.dumps({"runs": runs}, indent=2) + "\n", encoding="utf-8")
     return write_card(adapter_dir)
+
+
+def _data(train_file: str) -> str:
+    if train_file == "split-a":
+        return ("split A: train_sample + train_extra without the learned ranker's split B (finetune/crossfit.py), "
+                "so stage two learns the adapter's score on dialogues it never saw")
+    return f"`{train_file}`"
 
 
 def _calibration_lines(calibration: dict | None) -> list[str]:

@@ -10,14 +10,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 ON_MISS = ("insert", "skip")
+SPLIT_A = "split-a"
+"""`train_file` value: the training dialogues (train_sample + train_extra) outside the ranker's split B."""
 RANK_LOSSES = ("choices", "tokens")
 
 
 @dataclass
 class FinetuneConfig:
     # -- data ------------------------------------------------------------------------------------------------------
-    train_file: str = "redial/train_sample/train_data.jsonl"
-    """Training conversations (official ReDial format), relative to the data dir unless absolute."""
+    train_file: str = SPLIT_A
+    """Training conversations: "split-a" (the default: train_sample and train_extra without split B, the dialogues
+    the learned ranker's stage two learns the adapter's score on; finetune/crossfit.py), or a file in the official
+    ReDial format, relative to the data dir unless absolute."""
     valid_file: str = "redial/train_sample/valid_data.jsonl"
     """Validation conversations: their loss decides early stopping and the kept checkpoint."""
     max_dialogues: int = 0
@@ -27,14 +31,19 @@ class FinetuneConfig:
     the candidates matters only when the right movie is among them, and inserting it at a random place would teach
     the model to ignore a retrieval order that is informative exactly then); "insert" puts it into the candidate
     list at a random position (the last candidates make room)."""
+    shuffle_candidates: bool = True
+    """Show a rank example's candidates in a seeded random order, not retrieval order: the model must find the
+    suggested movie from what the prompt says of each candidate, so its score is evidence beside the ranker's order
+    (stage two combines both) rather than an echo of it."""
     explain_per_turn: int = 1
     """Explanation examples per rank example: the suggested movies (then the top candidates), each with a
     sentence composed from facts it truly shares with what the user liked (agent.grounding.compose_explanation)."""
     valid_examples: int = 24
     """Validation examples scored at each evaluation (the first N, both kinds, fixed)."""
-    calibrate_dialogues: int = 0
-    """Validation dialogues the adapter's retrieval weight is chosen on after training (0 = all: ~3 min on the CPU;
-    finetune/calibrate.py)."""
+    calibrate_dialogues: int = 30
+    """Validation dialogues the adapter's retrieval weight is chosen on after training (0 = all: ~10 min on a 2-core
+    CPU in float32; finetune/calibrate.py). The weight serves only where no learned ranker's stage two was trained
+    on this adapter's scores (that stage has a weight of its own)."""
 
     rank_loss: str = "choices"
     """How rank examples are learned. "choices" (the default): every candidate id is scored after `{"ranking": ["`
@@ -54,9 +63,9 @@ class FinetuneConfig:
 
     # -- optimisation ----------------------------------------------------------------------------------------------
     max_steps: int = 60
-    """Optimizer steps (each `batch_size` examples). The default fits in 30 minutes on a 2-core CPU: a rank example
-    (~980 tokens of prompt and candidates) takes about 5 s forward and backward there, an explanation example about
-    0.8 s, so a step of 8 takes ~25 s."""
+    """Optimizer steps (each `batch_size` examples). The default recipe fits in an hour on a 2-core CPU: a step of 8
+    (half rank examples of ~980 tokens, half explanations) takes ~25 s with a bfloat16 base, ~39 s in float32 (CPUs
+    without native bfloat16), after ~10 min of building the examples of 2,526 dialogues."""
     batch_size: int = 8
     """Examples per optimizer step (gradients accumulated one example at a time: no padding on a CPU)."""
     learning_rate: float = 5e-4

@@ -4,6 +4,10 @@
       every training dialogue gets a seeded fold; retrievers[f] has popularity and the collaborative model (the
       kind `retriever.collaborative` is) fitted on the dialogues of the other folds only.
 
+    split_b(dialogues, extra_ids, share, seed) -> ids
+      the disjoint split for everything that learns from the adapter's score: a seeded share of train_extra's
+      dialogues, held out of the ranker's stage one and of the adapter's examples ("split A" is the rest).
+
 Used for the learned ranker's training turns (finetune/ranker.py) and the adapter's examples (finetune/examples.py).
 """
 
@@ -24,6 +28,17 @@ def assign_folds(dialogue_ids: Sequence[str], folds: int, seed: int = 0) -> dict
     order = list(dialogue_ids)
     random.Random(seed).shuffle(order)
     return {dialogue_id: k % folds for k, dialogue_id in enumerate(order)}
+
+
+SPLIT_B_SHARE = 0.3
+"""Share of train_extra's dialogues in split B (the ranker's stage two learns there; the adapter never sees them)."""
+
+
+def split_b(dialogues: Sequence[Dialogue], extra_ids: set[str], share: float = SPLIT_B_SHARE,
+            seed: int = 0) -> set[str]:
+    """Split B's dialogue ids: each train_extra dialogue, in file order, with seeded probability `share`."""
+    rng = random.Random(seed)
+    return {d.dialogue_id for d in dialogues if d.dialogue_id in extra_ids and rng.random() < share}
 
 
 def fold_retrievers(retriever: HybridRetriever, dialogues: Sequence[Dialogue], folds: int = 5,

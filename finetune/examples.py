@@ -36,10 +36,10 @@ from agent.grounding import compose_explanation
 from agent.ranking import ANSWER_PREFIX
 from agent.turn import LIKED_IN_EXPLAIN, Recommender, explain_prompt, query_from, rank_prompt
 from agent.types import Candidate
-from eval.datasets import EvalTurn, load_benchmark
-from finetune.config import FinetuneConfig
-from finetune.crossfit import fold_retrievers
-from retrieval.redial import load_training_dialogues, training_paths
+from eval.datasets import EvalTurn, load_benchmark, replay
+from finetune.config import SPLIT_A, FinetuneConfig
+from finetune.crossfit import fold_retrievers, split_b
+from retrieval.redial import Dialogue, load_redial_dialogues, load_training_dialogues, training_paths
 
 
 @dataclass(frozen=True)
@@ -62,23 +62,39 @@ class Example:
 
 def build_examples(recommender: Recommender, path: Path, config: FinetuneConfig, *,
                    limit: int = 0) -> tuple[list[Example], Counter]:
-    """All examples of the dialogues in `path` (the first `limit`), and counts of what was built and skipped."""
-    benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, recommender.settings.data_dir, limit)
-    training = {p.resolve() for p in training_paths(recommender.settings.data_dir)}
+    """All examples of the dialogues in `path` (the first `limit`), and counts of what was built and skipped.
+    `path` SPLIT_A ("split-a"): the training dialogues outside split B (`split_a`)."""
+    catalog, matcher, data_dir = recommender.catalog, recommender.matcher, recommender.settings.data_dir
+    if str(path) == SPLIT_A:
+        dialogues = split_a(data_dir)[: limit or None]
+        turns = [turn for dialogue in dialogues for turn in replay(dialogue, catalog, matcher)[0]]
+        dialogue_count = len(dialogues)
+    else:
+        benchmark = load_benchmark(path, catalog, matcher, data_dir, limit)
+        turns, dialogue_count = benchmark.turns, benchmark.dialogues
+    training = {p.resolve() for p in training_paths(data_dir)}
     fold_of: dict[str, int] = {}
     retrievers = [recommender.retriever]
-    if Path(path).resolve() in training:  # cross-fitted: no answer leaks into a training turn's candidates
-        dialogues = load_training_dialogues(recommender.settings.data_dir)
-        fold_of, retrievers = fold_retrievers(recommender.retriever, dialogues)
+    if str(path) == SPLIT_A or Path(path).resolve() in training:  # cross-fitted: no answer leaks into candidates
+        fold_of, retrievers = fold_retrievers(recommender.retriever, load_training_dialogues(data_dir))
     rng = random.Random(config.seed)
     counts: Counter = Counter()
     examples: list[Example] = []
-    for turn in benchmark.turns:
+    for turn in turns:
         retriever = retrievers[fold_of.get(turn.dialogue_id, 0)]
         examples += _turn_examples(dataclasses.replace(recommender, retriever=retriever), turn, config, rng, counts)
-    counts["dialogues"] = benchmark.dialogues
-    counts["turns"] = len(benchmark.turns)
+    counts["dialogues"] = dialogue_count
+    counts["turns"] = len(turns)
     return examples, counts
+
+
+def split_a(data_dir: Path) -> list[Dialogue]:
+    """The training dialogues outside split B (finetune/crossfit.py), in file order: the adapter's data, so the
+    ranker's stage two can learn the adapter's score on dialogues the adapter never saw."""
+    by_file = [load_redial_dialogues(path) for path in training_paths(data_dir)]
+    dialogues = [d for file in by_file for d in file]
+    held_out = split_b(dialogues, {d.dialogue_id for file in by_file[1:] for d in file})
+    return [d for d in dialogues if d.dialogue_id not in held_out]
 
 
 def _turn_examples(recommender: Recommender, turn: EvalTurn, config: FinetuneConfig, rng: random.Random,
@@ -90,6 +106,8 @@ def _turn_examples(recommender: Recommender, turn: EvalTurn, config: FinetuneCon
         counts["skipped: suggested movie already excluded"] += 1
         return
     shown = recommender.retriever.candidates(query_from(turn.state, turn.text), settings.candidates_in_prompt)
+    if config.shuffle_candidates:
+        rng.shuffle(shown)
     shown_ids = [c.item_id for c in shown]
     hits = [i for i in shown_ids if i in targets]
     if hits:

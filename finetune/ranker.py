@@ -9,10 +9,13 @@
       3. compare    each collaborative model of COLLABORATIVE_MODELS alone, Recall@10/50 on validation -> keep the best
       4. stage one  lambdarank over the pool's features (retrieval/features.py), on split A: train_sample and the
                     train_extra dialogues not in split B; early stopping on validation
-      5. stage two  on split B (a seeded share of train_extra, dialogues the committed adapter never saw, since it
-                    was trained on train_sample only): stage one's top `candidates_in_prompt` of a sample of turns,
-                    scored by the adapter (`score_choices`, the live turn's call) -> lambdarank over MODEL_FEATURES
-      6. save       retrieval.txt, with-model.txt, ranker.json and README.md (the card)
+      5. stage two  on split B (a seeded share of train_extra, finetune/crossfit.py: dialogues held out of stage
+                    one and of the adapter's examples): stage one's top `candidates_in_prompt` of a sample of turns,
+                    scored by the adapter (`score_choices`, the live turn's call) -> the weight of the model's
+                    log-probability beside the stage-one score (MODEL_WEIGHTS) with the best NDCG@10 there; its
+                    5-fold cross-validated gain over stage one alone on split B and its effect on validation are
+                    recorded beside it
+      6. save       retrieval.txt, ranker.json and README.md (the card)
 
 Split B turns are scored by the LLM only where stage one's shown candidates hold the answer (the others carry no
 ranking signal); the card says how many.
@@ -33,8 +36,10 @@ import numpy as np
 from agent.ranking import ANSWER_PREFIX
 from agent.turn import Recommender, query_from, rank_prompt
 from eval.datasets import EvalTurn, load_benchmark, replay
-from eval.metrics import Recall, remove_seen
+from eval.metrics import Recall, paired_difference, remove_seen
+from finetune.crossfit import SPLIT_B_SHARE, assign_folds
 from finetune.crossfit import fold_retrievers as fold_retrievers_of
+from finetune.crossfit import split_b as split_b_of
 from prompts import TEMPLATE_VERSION
 from retrieval.candidates import FusionConfig, HybridRetriever
 from retrieval.collaborative import COLLABORATIVE_MODELS
@@ -42,13 +47,12 @@ from retrieval.embeddings import EmbeddingCache
 from retrieval.features import FEATURES, pool_features
 from retrieval.ranker import (
     MODEL_FEATURES,
+    MODEL_WEIGHTS,
     RANKER_FILE,
     STAGE_ONE,
-    STAGE_TWO,
     LearnedRanker,
+    blend,
     features_version,
-    load_ranker,
-    model_feature_rows,
 )
 from retrieval.redial import TRAINING_FILES, VALIDATION_FILE, dialogue_items, load_redial_dialogues, training_paths
 
@@ -62,13 +66,12 @@ LGB_PARAMS = {"objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "lea
 class RankerConfig:
     folds: int = 5
     """Cross-fitting folds for popularity and the collaborative model on training turns."""
-    split_b_share: float = 0.3
+    split_b_share: float = SPLIT_B_SHARE
     """Share of train_extra's dialogues held out of stage one for stage two (the adapter never saw them)."""
     model_turns: int = 600
     """Split-B turns scored by the LLM for stage two (~2.5 s each on a 2-core CPU in float32)."""
     rounds: int = 400
     """Boosting rounds at most (early stopping on validation NDCG@10 after 40 without gain)."""
-    stage_two_rounds: int = 200
     max_dialogues: int = 0
     """Use only the first N training dialogues (0 = all); tests use a handful."""
     valid_dialogues: int = 0
@@ -85,14 +88,13 @@ RECALL = {n: Recall(n) for n in (1, 10, 50)}
 
 def train_ranker(recommender: Recommender, config: RankerConfig, out: Path, *, progress: bool = False) -> dict:
     started = time.perf_counter()
-    rng = random.Random(config.seed)
     data_dir = Path(recommender.settings.data_dir)
     say = (lambda *a: print(*a, file=sys.stderr, flush=True)) if progress else (lambda *a: None)
 
     by_file = [load_redial_dialogues(path) for path in training_paths(data_dir)]  # train_sample, then train_extra
     dialogues = [d for file in by_file for d in file][: config.max_dialogues or None]
     extra_ids = {d.dialogue_id for file in by_file[1:] for d in file}
-    split_b = {d.dialogue_id for d in dialogues if d.dialogue_id in extra_ids and rng.random() < config.split_b_share}
+    split_b = split_b_of(dialogues, extra_ids, config.split_b_share, config.seed)
     items = {d.dialogue_id: dialogue_items(d) for d in dialogues}
     say(f"{len(dialogues)} training dialogues ({len(split_b)} in split B), replaying ...")
     catalog, matcher = recommender.catalog, recommender.matcher
@@ -104,12 +106,16 @@ def train_ranker(recommender: Recommender, config: RankerConfig, out: Path, *, p
                                                                                  embedder=cache))
 
     if config.stage_two_only:  # keep the stage one (and its card) already in `out`
+        import lightgbm
+
         card = json.loads((out / RANKER_FILE).read_text(encoding="utf-8"))
-        stage_one = load_ranker(out, TEMPLATE_VERSION).stage_one
+        stage_one = lightgbm.Booster(model_file=str(out / STAGE_ONE))
         make = COLLABORATIVE_MODELS[card["collaborative"]]
         full = dataclasses.replace(recommender.retriever, collaborative=make(list(items.values())), ranker=None)
         fold_of, fold_retrievers = fold_retrievers_of(full, dialogues, config.folds, config.seed)
         served = dataclasses.replace(full, ranker=LearnedRanker(stage_one, None, {}))
+        card |= {"features_version": features_version(), "model_features": list(MODEL_FEATURES),
+                 "template_version": TEMPLATE_VERSION}
     else:
         card, stage_one, full, served, fold_of, fold_retrievers = _stage_one(recommender, config, dialogues, items,
                                                                              turns, valid, split_b, say, started)
@@ -119,15 +125,14 @@ def train_ranker(recommender: Recommender, config: RankerConfig, out: Path, *, p
         card["config"] = dataclasses.asdict(config)
         out.mkdir(parents=True, exist_ok=True)
         stage_one.save_model(str(out / STAGE_ONE))
+    card.pop("adapter", None)
+    card.pop("stage_two", None)
     if config.with_model:
         b_turns = [t for t in turns if t.dialogue_id in split_b]
-        rng.shuffle(b_turns)
-        two, info = train_stage_two(recommender, served, fold_retrievers, fold_of, b_turns, valid, config, say)
-        two.save_model(str(out / STAGE_TWO))
+        random.Random(config.seed).shuffle(b_turns)
+        info = train_stage_two(recommender, served, fold_retrievers, fold_of, b_turns, valid, config, say)
         card |= {"adapter": recommender.engine.model_name, "stage_two": info,
                  "stage_two_config": dataclasses.asdict(config)}
-    elif (out / STAGE_TWO).exists():
-        (out / STAGE_TWO).unlink()
     card["seconds" if not config.stage_two_only else "stage_two_seconds"] = round(time.perf_counter() - started, 1)
     (out / RANKER_FILE).write_text(json.dumps(card, indent=2) + "\n", encoding="utf-8")
     write_ranker_card(card, out)
@@ -198,53 +203,87 @@ def _fit(train, valid, rounds: int, seed: int):
 
 
 def train_stage_two(recommender: Recommender, served: HybridRetriever, fold_retrievers, fold_of, b_turns, valid,
-                    config: RankerConfig, say):
+                    config: RankerConfig, say) -> dict:
     """Stage two on split B: each sampled turn's shown candidates (stage one, cross-fitted features) scored by the
-    adapter; validation likewise with the full models."""
+    adapter; the weight of its log-probability with the best NDCG@10 there; validation scored likewise with the
+    full models, to show what the weight does on turns nothing was chosen on."""
     started = time.perf_counter()
     shown_n = recommender.settings.candidates_in_prompt
 
-    def scored(turns, retriever_of, limit):
-        rows, sizes, labels, kept = [], [], [], 0
+    def scored(turns, retriever_of, limit) -> list[Scored]:
+        out: list[Scored] = []
         for turn in turns:
-            if kept == limit:
+            if len(out) == limit:
                 break
             retriever = retriever_of(turn)
             shown = retriever.candidates(query_from(turn.state, turn.text), shown_n)
-            label = np.array([c.item_id in turn.relevant for c in shown], dtype=np.float32)
+            label = np.array([c.item_id in turn.relevant for c in shown])
             if not label.any():
                 continue
             messages = rank_prompt(turn.state, turn.text, shown, recommender.catalog, recommender.settings.n)
             logprobs = recommender.engine.score_choices(messages, ANSWER_PREFIX, [f'{c.item_id}"' for c in shown])
-            rows.append(model_feature_rows([c.score for c in shown], logprobs))
-            sizes.append(len(shown))
-            labels.append(label)
-            kept += 1
-            if kept % 50 == 0:
-                say(f"  stage two: {kept} turns scored ({time.perf_counter() - started:.0f} s)")
-        return np.concatenate(rows), sizes, np.concatenate(labels)
+            out.append(Scored(turn.dialogue_id, np.array([c.score for c in shown]), np.array(logprobs), label))
+            if len(out) % 50 == 0:
+                say(f"  stage two: {len(out)} turns scored ({time.perf_counter() - started:.0f} s)")
+        return out
 
     staged = [dataclasses.replace(r, ranker=served.ranker) for r in fold_retrievers]
     train = scored(b_turns, lambda t: staged[fold_of[t.dialogue_id]], config.model_turns)
     held = scored(valid, lambda t: served, len(valid))
-    booster, info = _fit(train, held, config.stage_two_rounds, config.seed)
-    info |= {"scored_training_turns": len(train[1]), "scored_validation_turns": len(held[1]),
-             "validation_recall@10_within_shown": _recall_within(held, booster),
-             "seconds_with_scoring": round(time.perf_counter() - started, 1)}
-    return booster, info
+    by_weight = {w: _quality(train, w) for w in MODEL_WEIGHTS}
+    weight = max(MODEL_WEIGHTS, key=lambda w: (by_weight[w]["ndcg@10"], -w))
+    info = {"weight": weight, "scored_training_turns": len(train), "scored_validation_turns": len(held),
+            "split_b_by_weight": {str(w): q for w, q in by_weight.items()},
+            "split_b_cross_validated": _cross_validated(train, config.seed),
+            "validation": {"stage one": _quality(held, 0.0), "stage two": _quality(held, weight)},
+            "seconds_with_scoring": round(time.perf_counter() - started, 1)}
+    say(f"stage two: weight {weight}; {json.dumps(info)}")
+    return info
 
 
-def _recall_within(groups, booster) -> dict:
-    """Hits@10 among the scored validation turns: stage one's order vs stage two's (same turns)."""
-    rows, sizes, labels = groups
-    start, one, two = 0, 0, 0
-    for size in sizes:
-        label = labels[start:start + size]
-        order = np.argsort(-booster.predict(rows[start:start + size], num_threads=1), kind="stable")
-        one += label[:10].any()
-        two += label[order[:10]].any()
-        start += size
-    return {"turns": len(sizes), "stage_one_hits@10": int(one), "stage_two_hits@10": int(two)}
+@dataclass
+class Scored:
+    """One turn's shown candidates as stage two sees them (stage-one order): scores, log-probabilities, answers."""
+    dialogue_id: str
+    stage_one: np.ndarray
+    logprobs: np.ndarray
+    label: np.ndarray
+
+
+def _quality(turns: list[Scored], weight: float) -> dict:
+    """Hits@10 and NDCG@10 (the answer among the shown candidates) of the blend with `weight`."""
+    hits, ndcg = [], []
+    for turn in turns:
+        order = np.argsort(-blend(turn.stage_one, turn.logprobs, weight), kind="stable")
+        ranked = turn.label[order][:10]
+        hits.append(bool(ranked.any()))
+        ndcg.append(float((ranked / np.log2(np.arange(2, 12))).sum() / (1 / np.log2(np.arange(2, 12)))[
+            : int(turn.label.sum())].sum()))
+    return {"turns": len(turns), "hits@10": int(sum(hits)), "ndcg@10": round(float(np.mean(ndcg)), 4) if turns
+            else None}
+
+
+def _cross_validated(turns: list[Scored], seed: int, folds: int = 5) -> dict:
+    """Out-of-fold effect of choosing the weight on split B: folds of dialogues; each fold's turns ranked with the
+    weight chosen on the other folds, beside stage one alone on the same turns."""
+    fold_of = assign_folds(sorted({t.dialogue_id for t in turns}), folds, seed)
+    one, two, weights = [], [], []
+    for fold in range(folds):
+        rest = [t for t in turns if fold_of[t.dialogue_id] != fold]
+        held = [t for t in turns if fold_of[t.dialogue_id] == fold]
+        weight = max(MODEL_WEIGHTS, key=lambda w: (_quality(rest, w)["ndcg@10"], -w))
+        weights.append(weight)
+        one += [_quality([t], 0.0) for t in held]
+        two += [_quality([t], weight) for t in held]
+    by_dialogue: dict[str, tuple[list[float], list[float]]] = {}
+    for turn, a, b in zip([t for f in range(folds) for t in turns if fold_of[t.dialogue_id] == f], one, two,
+                          strict=True):
+        by_dialogue.setdefault(turn.dialogue_id, ([], []))
+        by_dialogue[turn.dialogue_id][0].append(b["ndcg@10"])
+        by_dialogue[turn.dialogue_id][1].append(a["ndcg@10"])
+    gain = paired_difference([v[0] for v in by_dialogue.values()], [v[1] for v in by_dialogue.values()], seed=seed)
+    return {"weights": weights, "stage_one_hits@10": sum(q["hits@10"] for q in one),
+            "stage_two_hits@10": sum(q["hits@10"] for q in two), "ndcg@10_gain": gain}
 
 
 def _recall(retriever: HybridRetriever, turns: list[EvalTurn], depth: int = 50) -> dict:
@@ -269,7 +308,7 @@ def write_ranker_card(card: dict, out: Path) -> None:
         f"{data['training_turns']} replayed turns; selection on {data['validation_file']} "
         f"({data['validation_turns']} turns). The dev set chose nothing.",
         f"- Cross-fitting: {card['cross_fitting']}. Stage two learns on split B ({data['split_b_dialogues']} "
-        "train_extra dialogues held out of stage one; the adapter was trained on train_sample only).",
+        "train_extra dialogues held out of stage one and of the adapter's examples; finetune/crossfit.py).",
         f"- Collaborative model kept: `{card['collaborative']}`.",
         f"- Features (stage one): {', '.join(card['features'])}.",
         f"- Features (stage two): {', '.join(card['model_features'])}; adapter `{card.get('adapter')}`.",
@@ -287,11 +326,20 @@ def write_ranker_card(card: dict, out: Path) -> None:
     ]
     if "stage_two" in card:
         two = card["stage_two"]
-        hits = two["validation_recall@10_within_shown"]
-        lines += [f"Stage two: {json.dumps(two)}", "",
-                  f"Stage two on validation: of the {hits['turns']} turns whose answer is among the candidates "
-                  f"the LLM scores, stage one puts it in the top 10 in {hits['stage_one_hits@10']}, "
-                  f"stage two in {hits['stage_two_hits@10']}. "
-                  f"Stage two took {card.get('stage_two_seconds', two['seconds_with_scoring']):.0f} s "
-                  f"({two['scored_training_turns']} training turns scored by the LLM).", ""]
+        cv, gain = two["split_b_cross_validated"], two["split_b_cross_validated"]["ndcg@10_gain"]
+        low, high = gain["interval"] or (None, None)
+        lines += ["## Stage two: the model's score", "",
+                  f"Adapter `{card['adapter']}`; {two['scored_training_turns']} split-B turns whose answer is among "
+                  f"the shown candidates scored by it, and "
+                  f"{two['scored_validation_turns']} such validation turns. Order: stage-one score + weight x "
+                  f"log-probability; kept weight **{two['weight']}** (best NDCG@10 on split B).", "",
+                  "| weight | split-B hits@10 | split-B NDCG@10 |", "|---|---|---|",
+                  *(f"| {w} | {q['hits@10']} | {q['ndcg@10']} |" for w, q in two["split_b_by_weight"].items()), "",
+                  f"5-fold cross-validated on split B (weight chosen on four folds, scored on the fifth; weights "
+                  f"{cv['weights']}): hits@10 {cv['stage_one_hits@10']} (stage one) -> {cv['stage_two_hits@10']}; "
+                  f"NDCG@10 gain {gain['difference']:+.4f}, 95% interval [{low:+.4f}, {high:+.4f}] (bootstrap over "
+                  "dialogues).", "",
+                  f"Validation (chose nothing): stage one {json.dumps(two['validation']['stage one'])}, stage two "
+                  f"{json.dumps(two['validation']['stage two'])}. Stage two took "
+                  f"{card.get('stage_two_seconds', two['seconds_with_scoring']):.0f} s.", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")

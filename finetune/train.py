@@ -31,7 +31,7 @@ from agent.config import Settings
 from agent.engines import pick_dtype, to_chat_dicts
 from finetune.calibrate import calibrate_adapter
 from finetune.card import write_card
-from finetune.config import FinetuneConfig
+from finetune.config import SPLIT_A, FinetuneConfig
 from finetune.examples import Example, build_examples, describe_mix
 from prompts import TEMPLATE_VERSION
 
@@ -311,7 +311,9 @@ def _stopped_early(state: dict, config: FinetuneConfig) -> bool:
     return bool(config.patience) and state["stale"] >= config.patience
 
 
-def data_path(settings: Settings, name: str) -> Path:
+def data_path(settings: Settings, name: str) -> Path | str:
+    if name == SPLIT_A:
+        return name
     path = Path(name)
     path = path if path.is_absolute() else Path(settings.data_dir) / path
     if not path.is_file():

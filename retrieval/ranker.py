@@ -1,11 +1,12 @@
-"""The learned ranking stage: LightGBM lambdarank models over per-candidate features, loaded from a folder.
+"""The learned ranking stage, loaded from a folder: stage one a LightGBM lambdarank model over per-candidate
+features, stage two one learned weight for the model's own score.
 
     folder/                       made by `convrec ranker` (finetune/ranker.py); the committed one is
       retrieval.txt               finetune/rankers/convrec-ranker
         stage one: orders the retrieval pool (retrieval/features.py FEATURES) -> `LearnedRanker.score`
-      with-model.txt              stage two: re-orders the candidates the LLM saw, from their stage-one score and
-                                  rank and the model's own log-probability of each (agent/ranking.py)
-      ranker.json                 features, prompt-template version, adapter, data, validation numbers (the card's)
+      ranker.json                 features, prompt-template version, data, validation numbers (the card's), and
+                                  stage two: the adapter and its `weight`; the candidates the LLM saw are re-ordered
+                                  by stage-one score + weight x the model's log-probability (agent/ranking.py)
       README.md                   the card
 
 `load_ranker` refuses a folder whose features or prompt templates differ from the running code's: rebuild it.
@@ -25,9 +26,10 @@ from retrieval.features import FEATURES
 
 RANKER_FILE = "ranker.json"
 STAGE_ONE = "retrieval.txt"
-STAGE_TWO = "with-model.txt"
-MODEL_FEATURES = ("stage_one_score", "stage_one_rank", "model_logprob", "model_margin", "model_rank")
-"""Stage two's inputs for each candidate the LLM ranked: where stage one put it, and what the model thinks."""
+MODEL_FEATURES = ("stage_one_score", "model_logprob")
+"""Stage two's inputs for each candidate the LLM ranked: stage one's score and the model's log-probability of it."""
+MODEL_WEIGHTS = (0.0, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0)
+"""The weights of the model's log-probability that `convrec ranker` tries (0: stage one's order unchanged)."""
 
 
 class RankerError(ValueError):
@@ -43,8 +45,9 @@ def features_version() -> str:
 class LearnedRanker:
     stage_one: object
     """lightgbm.Booster over FEATURES."""
-    stage_two: object | None
-    """lightgbm.Booster over MODEL_FEATURES; None when the ranker was built without the model's score."""
+    model_weight: float | None
+    """Stage two: the weight of the model's log-probability beside the stage-one score; None when the ranker was
+    built without the model's score."""
     card: dict
     path: Path | None = None
 
@@ -54,24 +57,18 @@ class LearnedRanker:
 
     def rerank(self, stage_one_scores: Sequence[float], model_logprobs: Sequence[float]) -> list[int]:
         """Stage two: the positions of the candidates the LLM saw (in stage-one order), best first."""
-        rows = model_feature_rows(stage_one_scores, model_logprobs)
-        scores = self.stage_two.predict(rows, num_threads=1)
+        scores = blend(stage_one_scores, model_logprobs, self.model_weight or 0.0)
         return sorted(range(len(scores)), key=lambda k: (-scores[k], k))
 
     @property
     def adapter(self) -> str | None:
         """The adapter whose scores stage two was trained on (its `model_name`); None without stage two."""
-        return self.card.get("adapter") if self.stage_two is not None else None
+        return self.card.get("adapter") if self.model_weight is not None else None
 
 
-def model_feature_rows(stage_one_scores: Sequence[float], model_logprobs: Sequence[float]) -> np.ndarray:
-    """The MODEL_FEATURES rows of the candidates of one turn, given in stage-one order."""
-    logprobs = np.asarray(model_logprobs, dtype=np.float64)
-    order = np.argsort(-logprobs, kind="stable")
-    model_rank = np.empty(len(logprobs))
-    model_rank[order] = np.arange(len(logprobs))
-    return np.column_stack([np.asarray(stage_one_scores, dtype=np.float64), np.arange(len(logprobs)),
-                            logprobs, logprobs - logprobs.max(), model_rank]).astype(np.float32)
+def blend(stage_one_scores: Sequence[float], model_logprobs: Sequence[float], weight: float) -> np.ndarray:
+    """Stage two's score of each candidate: stage-one score + weight x the model's log-probability."""
+    return np.asarray(stage_one_scores, dtype=np.float64) + weight * np.asarray(model_logprobs, dtype=np.float64)
 
 
 def load_ranker(folder: Path, template_version: str) -> LearnedRanker:
@@ -86,12 +83,12 @@ def load_ranker(folder: Path, template_version: str) -> LearnedRanker:
     if card.get("features_version") != features_version():
         raise RankerError(f"{folder} was built for other features ({card.get('features_version')} != "
                           f"{features_version()}): rebuild it with `convrec ranker --out {folder}`")
-    if card.get("template_version") != template_version and (folder / STAGE_TWO).exists():
+    model_weight = card.get("stage_two", {}).get("weight") if card.get("adapter") else None
+    if card.get("template_version") != template_version and model_weight is not None:
         raise RankerError(f"{folder} was built with other prompt templates ({card.get('template_version')} != "
                           f"{template_version}): rebuild it with `convrec ranker --out {folder}`")
     try:
         stage_one = lightgbm.Booster(model_file=str(folder / STAGE_ONE))
-        stage_two = lightgbm.Booster(model_file=str(folder / STAGE_TWO)) if (folder / STAGE_TWO).exists() else None
     except lightgbm.basic.LightGBMError as error:
         raise RankerError(f"{folder}: a model file is unreadable ({error}); rebuild it") from None
-    return LearnedRanker(stage_one, stage_two, card, folder)
+    return LearnedRanker(stage_one, model_weight, card, folder)

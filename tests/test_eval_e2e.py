@@ -82,6 +82,24 @@ def test_eval_writes_every_number_and_the_report_and_reruns_agree(tmp_path, redi
     assert without_timings(second) == without_timings(first)
 
 
+def test_answerable_only_gives_exactly_the_accuracy_of_a_full_run(tmp_path, redial_index_dir):
+    """--answerable-only skips the LLM on turns whose answers are not among its candidates: every accuracy number,
+    and every turn's scores, equal those of the run that scores every turn (the committed adapter and ranker)."""
+    committed = str(REPO_ROOT / "finetune" / "adapters" / "convrec-redial-lora")
+    args = ("--systems", "hybrid", "--adapter", committed, "--accuracy-only", "--limit", "5")
+    full = run_eval(tmp_path / "full", redial_index_dir, *args)
+    fast = run_eval(tmp_path / "fast", redial_index_dir, *args, "--answerable-only")
+    counted = fast["systems"]["lora"]["answerable_only"]
+    assert counted["scored_turns"] > 0 and counted["unscored_turns"] > 0
+    assert counted["scored_turns"] + counted["unscored_turns"] == full["turns"]
+    for name in ("hybrid", "lora"):
+        for setting in ("raw", "seen_removed"):
+            assert fast["systems"][name][setting] == full["systems"][name][setting]
+    records = [(tmp_path / run / "turns.jsonl").read_text().splitlines() for run in ("full", "fast")]
+    assert [json.loads(r)["scores"] for r in records[0]] == [json.loads(r)["scores"] for r in records[1]]
+    assert full["paired"] == fast["paired"]
+
+
 def test_bad_arguments_get_one_line_errors(tmp_path, redial_index_dir):
     env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir)}
     broken = tmp_path / "broken.jsonl"
@@ -89,7 +107,8 @@ def test_bad_arguments_get_one_line_errors(tmp_path, redial_index_dir):
     for args, message in ((["--systems", "magic"], "unknown system 'magic'"),
                           (["--systems", "lora"], "needs --adapter"),
                           (["--adapter", str(tmp_path)], "no adapter_config.json"),
-                          (["--dialogues", str(broken)], "neither the official ReDial format")):
+                          (["--dialogues", str(broken)], "neither the official ReDial format"),
+                          (["--answerable-only"], "needs --accuracy-only")):
         done = subprocess.run([sys.executable, "-m", "ui.cli", "eval", "--out", str(tmp_path / "o"), *args],
                               env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
         assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

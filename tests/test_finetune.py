@@ -110,7 +110,7 @@ def test_examples_render_exactly_the_prompts_of_a_live_turn(redial_recommender):
     from eval.datasets import load_benchmark
     from finetune.examples import build_examples
 
-    examples, counts = build_examples(redial_recommender, VALID, FinetuneConfig(), limit=6)
+    examples, counts = build_examples(redial_recommender, VALID, FinetuneConfig(shuffle_candidates=False), limit=6)
     ranks = [e for e in examples if e.kind == "rank"]
     explains = [e for e in examples if e.kind == "explain"]
     assert ranks and counts["rank: suggested movie retrieved"] == len(ranks) and len(explains) == len(ranks)
@@ -136,6 +136,22 @@ def test_examples_render_exactly_the_prompts_of_a_live_turn(redial_recommender):
             assert list(explain.messages) == recording.generated[0]  # the same explanation prompt
     assert matched == len(ranks)
     assert all(e.answer.endswith(".") for e in explains)
+
+
+@pytest.mark.slow
+@needs_data
+def test_shuffled_examples_show_the_same_candidates_in_another_order_with_the_same_answers(redial_recommender):
+    from finetune.examples import build_examples
+
+    ordered, _ = build_examples(redial_recommender, VALID, FinetuneConfig(shuffle_candidates=False), limit=8)
+    shuffled, _ = build_examples(redial_recommender, VALID, FinetuneConfig(), limit=8)
+    pairs = list(zip([e for e in ordered if e.kind == "rank"], [e for e in shuffled if e.kind == "rank"], strict=True))
+    assert pairs
+    for plain, mixed in pairs:
+        assert sorted(plain.choices) == sorted(mixed.choices)
+        assert {plain.choices[k] for k in plain.targets} == {mixed.choices[k] for k in mixed.targets}
+        assert mixed.messages[-1].content != plain.messages[-1].content or len(plain.choices) < 3
+    assert any(plain.choices != mixed.choices for plain, mixed in pairs)
 
 
 # -- training ---------------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from agent.engines import ScoringEngine
 from agent.ranking import rank_candidates
 from prompts import TEMPLATE_VERSION
 from retrieval.features import FEATURES
-from retrieval.ranker import RANKER_FILE, RankerError, features_version, load_ranker, model_feature_rows
+from retrieval.ranker import RANKER_FILE, LearnedRanker, RankerError, features_version, load_ranker
 
 
 def test_the_committed_ranker_was_built_for_these_features_and_prompt_templates() -> None:
@@ -43,7 +43,7 @@ def test_a_ranker_built_for_other_features_or_templates_is_refused(tmp_path: Pat
     with pytest.raises(RankerError, match="rebuild"):
         load_ranker(folder, TEMPLATE_VERSION)
     (folder / RANKER_FILE).write_text(json.dumps(card))
-    if (folder / "with-model.txt").exists():
+    if card.get("adapter"):  # stage two learned the adapter's score of prompts made with these templates
         with pytest.raises(RankerError, match="prompt templates"):
             load_ranker(folder, "another-version")
 
@@ -58,11 +58,13 @@ def test_a_missing_or_broken_ranker_folder_says_how_to_build_one(tmp_path: Path)
         load_ranker(folder, TEMPLATE_VERSION)
 
 
-def test_model_features_rank_the_model_and_keep_stage_one_order() -> None:
-    rows = model_feature_rows([3.0, 2.0, 1.0], [-5.0, -1.0, -3.0])
-    assert rows[:, 1].tolist() == [0, 1, 2]  # stage-one rank
-    assert rows[:, 3].tolist() == [-4.0, 0.0, -2.0]  # margin to the model's best
-    assert rows[:, 4].tolist() == [2, 0, 1]  # the model's own rank
+def test_stage_two_adds_the_weighted_model_score_to_stage_one_and_only_reorders() -> None:
+    ranker = LearnedRanker(stage_one=None, model_weight=0.5, card={"adapter": "adapter-a"})
+    # stage one 3, 2, 1; + 0.5 x (-5, -1, -3) = 0.5, 1.5, -0.5
+    assert ranker.rerank([3.0, 2.0, 1.0], [-5.0, -1.0, -3.0]) == [1, 0, 2]
+    assert LearnedRanker(None, 0.0, {"adapter": "a"}).rerank([3.0, 2.0, 1.0], [-5.0, -1.0, -3.0]) == [0, 1, 2]
+    assert ranker.adapter == "adapter-a"
+    assert LearnedRanker(None, None, {"adapter": "adapter-a"}).adapter is None  # built without the model
 
 
 class _Engine:

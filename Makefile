@@ -38,11 +38,11 @@ finetune: setup
 	$(BIN)/convrec finetune --out $(ADAPTER)
 
 # Rebuild the committed learned ranker: stage one (~15 min), then stage two on the committed adapter's scores
-# of 400 training turns (~25 min on a 2-core CPU; README "The learned ranker").
+# of 300 split-B turns and the validation turns (~25 min on a 2-core CPU; README "The learned ranker").
 ranker: setup
 	$(BIN)/convrec index
 	$(BIN)/convrec ranker --no-model --out finetune/rankers/convrec-ranker
-	$(BIN)/convrec ranker --stage-two --model-turns 400 --adapter $(ADAPTER) --out finetune/rankers/convrec-ranker
+	$(BIN)/convrec ranker --stage-two --model-turns 300 --adapter $(ADAPTER) --out finetune/rankers/convrec-ranker
 
 # The serving benchmark: 8 concurrent sessions x 3 turns against `convrec serve` with each engine (README "Numbers").
 bench: setup

@@ -15,7 +15,7 @@ from agent.engines import ScoringEngine
 from agent.ranking import rank_candidates
 from prompts import TEMPLATE_VERSION
 from retrieval.features import FEATURES
-from retrieval.ranker import RANKER_FILE, LearnedRanker, RankerError, features_version, load_ranker
+from retrieval.ranker import MODEL_WEIGHTS, RANKER_FILE, LearnedRanker, RankerError, features_version, load_ranker
 
 
 def test_the_committed_ranker_was_built_for_these_features_and_prompt_templates() -> None:
@@ -65,6 +65,17 @@ def test_stage_two_adds_the_weighted_model_score_to_stage_one_and_only_reorders(
     assert LearnedRanker(None, 0.0, {"adapter": "a"}).rerank([3.0, 2.0, 1.0], [-5.0, -1.0, -3.0]) == [0, 1, 2]
     assert ranker.adapter == "adapter-a"
     assert LearnedRanker(None, None, {"adapter": "adapter-a"}).adapter is None  # built without the model
+
+
+def test_the_committed_stage_two_says_how_its_weight_was_chosen() -> None:
+    card = json.loads((DEFAULT_RANKER / RANKER_FILE).read_text())
+    two = card["stage_two"]
+    assert two["weight"] in MODEL_WEIGHTS
+    assert set(two["split_b_by_weight"]) == {str(w) for w in MODEL_WEIGHTS}
+    best = max(q["ndcg@10"] for q in two["split_b_by_weight"].values())
+    assert two["split_b_by_weight"][str(two["weight"])]["ndcg@10"] == best
+    assert two["split_b_cross_validated"]["ndcg@10_gain"]["interval"] is not None
+    assert load_ranker(DEFAULT_RANKER, TEMPLATE_VERSION).model_weight == two["weight"]
 
 
 class _Engine:

@@ -21,7 +21,7 @@ def add_arguments(sub: argparse.ArgumentParser) -> None:
     sub.add_argument("--no-model", action="store_true", help="stage one only (no LLM scoring; minutes)")
     sub.add_argument("--stage-two", action="store_true",
                      help="keep the stage one in --out, (re)train stage two only (e.g. for a new --adapter)")
-    sub.add_argument("--model-turns", type=int, help="training turns scored by the LLM for stage two (default 600)")
+    sub.add_argument("--model-turns", type=int, help="split-B turns scored by the LLM for stage two (default 300)")
     sub.add_argument("--max-dialogues", type=int, help="first N training dialogues only (default all)")
     sub.add_argument("--valid-dialogues", type=int, help="first N validation dialogues only (default all)")
     sub.add_argument("--score-cache", metavar="FILE", help="keep the LLM's candidate scores in FILE and reuse them "

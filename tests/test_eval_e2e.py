@@ -91,7 +91,7 @@ def test_answerable_only_gives_exactly_the_accuracy_of_a_full_run(tmp_path, redi
     fast = run_eval(tmp_path / "fast", redial_index_dir, *args, "--answerable-only")
     counted = fast["systems"]["lora"]["answerable_only"]
     assert counted["scored_turns"] > 0 and counted["unscored_turns"] > 0
-    assert counted["scored_turns"] + counted["unscored_turns"] <= full["turns"]  # a turn without candidates asks nothing
+    assert counted["scored_turns"] + counted["unscored_turns"] <= full["turns"]  # no candidates: nothing asked
     for name in ("hybrid", "lora"):
         for setting in ("raw", "seen_removed"):
             assert fast["systems"][name][setting] == full["systems"][name][setting]

@@ -65,18 +65,21 @@ def build_examples(recommender: Recommender, path: Path, config: FinetuneConfig,
     """All examples of the dialogues in `path` (the first `limit`), and counts of what was built and skipped.
     `path` SPLIT_A ("split-a"): the training dialogues outside split B (`split_a`)."""
     catalog, matcher, data_dir = recommender.catalog, recommender.matcher, recommender.settings.data_dir
+    training: list[Dialogue] = []  # every training dialogue, when `path` is training data (for the folds)
     if str(path) == SPLIT_A:
-        dialogues = split_a(data_dir)[: limit or None]
+        dialogues, training = split_a(data_dir)
+        dialogues = dialogues[: limit or None]
         turns = [turn for dialogue in dialogues for turn in replay(dialogue, catalog, matcher)[0]]
         dialogue_count = len(dialogues)
     else:
         benchmark = load_benchmark(path, catalog, matcher, data_dir, limit)
         turns, dialogue_count = benchmark.turns, benchmark.dialogues
-    training = {p.resolve() for p in training_paths(data_dir)}
+        if Path(path).resolve() in {p.resolve() for p in training_paths(data_dir)}:
+            training = load_training_dialogues(data_dir)
     fold_of: dict[str, int] = {}
     retrievers = [recommender.retriever]
-    if str(path) == SPLIT_A or Path(path).resolve() in training:  # cross-fitted: no answer leaks into candidates
-        fold_of, retrievers = fold_retrievers(recommender.retriever, load_training_dialogues(data_dir))
+    if training:  # cross-fitted: no answer leaks into a training turn's candidates
+        fold_of, retrievers = fold_retrievers(recommender.retriever, training)
     rng = random.Random(config.seed)
     counts: Counter = Counter()
     examples: list[Example] = []
@@ -88,13 +91,13 @@ def build_examples(recommender: Recommender, path: Path, config: FinetuneConfig,
     return examples, counts
 
 
-def split_a(data_dir: Path) -> list[Dialogue]:
-    """The training dialogues outside split B (finetune/crossfit.py), in file order: the adapter's data, so the
-    ranker's stage two can learn the adapter's score on dialogues the adapter never saw."""
+def split_a(data_dir: Path) -> tuple[list[Dialogue], list[Dialogue]]:
+    """(the training dialogues outside split B, every training dialogue), in file order. Split A is the adapter's
+    data, so the ranker's stage two can learn the adapter's score on dialogues the adapter never saw."""
     by_file = [load_redial_dialogues(path) for path in training_paths(data_dir)]
     dialogues = [d for file in by_file for d in file]
     held_out = split_b(dialogues, {d.dialogue_id for file in by_file[1:] for d in file})
-    return [d for d in dialogues if d.dialogue_id not in held_out]
+    return [d for d in dialogues if d.dialogue_id not in held_out], dialogues
 
 
 def _turn_examples(recommender: Recommender, turn: EvalTurn, config: FinetuneConfig, rng: random.Random,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
@@ -105,6 +106,8 @@ def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
 
 
 DTYPES = ("auto", "bfloat16", "float32")
+MIN_SHARED_PREFIX = 32
+"""A prompt start that recurs is kept in the prefix cache from this many tokens on (a template's fixed part)."""
 
 
 def pick_dtype(requested: str = "auto") -> str:
@@ -156,6 +159,11 @@ class TransformersEngine:
         self.model_name = self.model_names[0]
         self.adapters = adapters
         self._lock = threading.Lock()
+        self.prefix_caching = True
+        """Reuse the key-value cache of recurring prompt starts (`_shared_prefix`); off, every prompt is prefilled
+        whole (the reference path the tests compare against)."""
+        self._prefixes = PrefixCache()
+        self._last_prompt: dict[str, list[int]] = {}
 
     def using(self, model_name: str) -> TransformersEngine:
         return engine_view(self, model_name)
@@ -177,22 +185,36 @@ class TransformersEngine:
 
     def generate(self, conversations: Sequence[Sequence[BaseMessage]], max_new_tokens: int = 64,
                  stop: Sequence[str] = ()) -> list[str]:
-        """Greedy continuations; a sequence ends at its first stop string (kept) or after max_new_tokens."""
+        """Greedy continuations, one batch; a sequence ends at its first stop string (kept) or after max_new_tokens.
+
+        The prompts' common start is prefilled once (or comes from the prefix cache), then each row runs as
+        [common start][padding][its own rest]: the padding is masked and the positions skip it, so every row
+        computes what it would alone."""
         torch = self._torch
         prompts = [self._encode_prompt(c) for c in conversations]
-        batch = self.tokenizer.pad({"input_ids": prompts}, return_tensors="pt").to(self.device)
         stopping = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
+        pad = self.tokenizer.pad_token_id
         with self._lock, self._active_model(), torch.inference_mode(), _as_engine_error("generate"):
-            output = self.model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                         pad_token_id=self.tokenizer.pad_token_id, **stopping)
-        new_tokens = output[:, batch["input_ids"].shape[1]:]
+            shared, cache = self._shared_prefix(prompts)
+            rests = [ids[shared:] for ids in prompts]
+            width = max(len(rest) for rest in rests)
+            rows = [prompts[0][:shared] + [pad] * (width - len(rest)) + rest for rest in rests]
+            mask = [[1] * shared + [0] * (width - len(rest)) + [1] * len(rest) for rest in rests]
+            if cache is not None:
+                cache.batch_repeat_interleave(len(rows))
+            output = self.model.generate(input_ids=torch.tensor(rows, device=self.device),
+                                         attention_mask=torch.tensor(mask, device=self.device),
+                                         past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=False,
+                                         pad_token_id=pad, **stopping)
+        new_tokens = output[:, shared + width:]
         return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
 
     def score_choices(self, messages: Sequence[BaseMessage], prefix: str, choices: Sequence[str]) -> list[float]:
         """Log-probability of each choice (e.g. an item id plus its closing quote) after prompt + prefix.
 
-        Two forward passes whatever the number of choices: one prefill of the shared context, then every choice at
-        once, packed into one sequence whose attention mask lets each choice see the context and itself only.
+        Two forward passes whatever the number of choices: one prefill of the shared context (its start from the
+        prefix cache when it recurs), then every choice at once, packed into one sequence whose attention mask lets
+        each choice see the context and itself only.
         Fine-tuning scores its ranking examples the same way, in one pass (finetune.train.choices_loss).
         """
         torch = self._torch
@@ -201,12 +223,73 @@ class TransformersEngine:
         packed, positions, mask = pack_choices(len(context), encoded, torch)
         with self._lock, self._active_model(), torch.inference_mode(), _as_engine_error("score"):
             device = self.device
-            out = self.model(torch.tensor([context], device=device), use_cache=True, logits_to_keep=1)
+            shared, cache = self._shared_prefix([context])
+            out = self.model(torch.tensor([context[shared:]], device=device), past_key_values=cache, use_cache=True,
+                             logits_to_keep=1)
             follow = self.model(torch.tensor([packed], device=device), past_key_values=out.past_key_values,
                                 attention_mask=mask.to(device), position_ids=torch.tensor([positions], device=device),
                                 use_cache=False)
             scores = choice_logprobs(out.logits[0, -1], follow.logits[0], encoded, torch)
         return [score.item() for score in scores]
+
+
+    def _shared_prefix(self, prompts: list[list[int]]):
+        """(length, key-value cache) of the start that all `prompts` share, computed: from the prefix cache as far
+        as it holds it, the rest prefilled now. A start that recurs (shared with the previous prompt of this model,
+        or by every prompt of a batch) of at least `MIN_SHARED_PREFIX` tokens is kept for later calls. (0, None)
+        when prefix caching is off or too little is shared. Every prompt keeps at least its last token to compute."""
+        if not self.prefix_caching:
+            return 0, None
+        previous = self._last_prompt.get(self.model_name, [])
+        self._last_prompt[self.model_name] = prompts[-1]
+        others = prompts[1:] if len(prompts) > 1 else [previous]
+        shared = min(min(common_length(prompts[0], other) for other in others), *(len(ids) - 1 for ids in prompts))
+        known, cache = self._prefixes.longest(self.model_name, prompts[0][:shared])
+        if shared < MIN_SHARED_PREFIX and cache is None:
+            return 0, None
+        if shared > known:
+            ids = self._torch.tensor([prompts[0][known:shared]], device=self.device)
+            cache = self.model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1).past_key_values
+            if shared >= MIN_SHARED_PREFIX:
+                self._prefixes.keep(self.model_name, prompts[0][:shared], cache)
+        return shared, cache
+
+
+class PrefixCache:
+    """Key-value caches of prompt starts that recur (each template's fixed instructions, the lines a batch of
+    explanation prompts share), per model; the least recently used goes first. `longest` hands out a copy: the
+    model appends to the cache it is given."""
+
+    def __init__(self, entries: int = 8) -> None:
+        self.entries = entries
+        self._caches: OrderedDict[tuple[str, tuple[int, ...]], object] = OrderedDict()
+
+    def longest(self, model_name: str, ids: Sequence[int]) -> tuple[int, object | None]:
+        """(length, a copy of its cache) of the longest kept start of `ids`; (0, None) when none is kept."""
+        best = None
+        for key in self._caches:
+            name, prefix = key
+            if name == model_name and len(prefix) <= len(ids) and tuple(ids[:len(prefix)]) == prefix:
+                best = key if best is None or len(prefix) > len(best[1]) else best
+        if best is None:
+            return 0, None
+        self._caches.move_to_end(best)
+        return len(best[1]), copy.deepcopy(self._caches[best])
+
+    def keep(self, model_name: str, ids: Sequence[int], cache) -> None:
+        self._caches[(model_name, tuple(ids))] = copy.deepcopy(cache)
+        while len(self._caches) > self.entries:
+            self._caches.popitem(last=False)
+
+
+def common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens two prompts share."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
 
 def pack_choices(context_length: int, encoded: Sequence[Sequence[int]], torch) -> tuple[list[int], list[int], object]:

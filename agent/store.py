@@ -1,7 +1,8 @@
 """Session memory and turn history in one SQLite file (WAL), so sessions survive restarts and crashes.
 
 Each `save` is one transaction: the new memory and the turn or feedback events that produced it are committed
-together, or not at all. With API keys, a session has an owner (a hash of the key that created it). `forget` deletes
+together, or not at all. A turn is saved with its picks first; `update_last_turn` adds its explanations (a second
+transaction). With API keys, a session has an owner (a hash of the key that created it). `forget` deletes
 every row of a session. A per-session lock serialises concurrent turns of one session within a
 process (no lost updates); different sessions run in parallel.
 """
@@ -101,6 +102,23 @@ class SqliteSessionStore:
                                 json.dumps(turn), now))
                 db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)",
                                [(state.session_id, kind, item_id, now) for kind, item_id in events])
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def update_last_turn(self, state: SessionState, turn: dict[str, Any]) -> None:
+        """Rewrite the memory and the session's last stored turn (its explanations came after the picks were saved),
+        in one transaction; the turn must be there (saved with `save`)."""
+        with self._connect() as db:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                db.execute("UPDATE sessions SET state = ?, updated_at = ? WHERE session_id = ?",
+                           (json.dumps(state.to_dict()), time.time(), state.session_id))
+                updated = db.execute("UPDATE turns SET reply = ?, result = ? WHERE session_id = ? AND turn_index = ?",
+                                     (turn["reply"], json.dumps(turn), state.session_id, state.turn_count)).rowcount
+                if updated != 1:
+                    raise KeyError(f"session {state.session_id!r} has no stored turn {state.turn_count}")
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

@@ -11,9 +11,12 @@
                                                                       then picks that match what was asked come first
                                                                       (agent/requests.py; trace.loosened says what
                                                                       was loosened when too few match)
-      5. recs       = explain(...)                                    LLM sentences checked claim by claim
-      6. state      = memory.record(...); sessions.save(state, turn)  one transaction
-      7. TurnResult(reply, recommendations, memory, trace)
+      5. sessions.save(memory.record(state, picks))                   one transaction: memory + the turn's picks
+         on_picks(...)                                                the caller shows the picks now
+      6. recs       = explain(...)                                    LLM sentences checked claim by claim, each to
+                                                                      on_explanation as it is ready
+      7. sessions.update_last_turn(...)                               the stored turn gets its explanations
+      8. TurnResult(reply, recommendations, memory, trace)
 
 The CLI, the HTTP API, the web app and the evaluation all call this one method.
 """
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
@@ -73,28 +76,45 @@ class Recommender:
             return self.settings.retrieval_weight
         return self.retrieval_weights.get(self.engine.model_name, DEFAULT_RETRIEVAL_WEIGHT)
 
-    def run_turn(self, session_id: str, text: str) -> TurnResult:
+    def run_turn(self, session_id: str, text: str, *, on_picks: Callable[[TurnResult], None] | None = None,
+                 on_explanation: Callable[[Recommendation], None] | None = None) -> TurnResult:
+        """One turn. The picks are committed (memory and turn, one transaction) before any explanation is written,
+        then `on_picks` gets them (explanations empty); the explanations follow, each to `on_explanation` as it is
+        checked, and are written to the stored turn in a second transaction. A crash in between keeps the picks."""
         text = check_message(text, self.settings.max_message_chars)
         check_session_id(session_id)
         n = self.settings.n
         trace = Trace(engine=self.engine.name, model=self.engine.model_name)
+        started = time.perf_counter()
         with self.sessions.locked(session_id):
             with timed_stage(trace, "understand"):
                 state = self.sessions.load(session_id) or SessionState(session_id=session_id)
                 signals = understand(text, state, self.catalog, self.matcher)
                 state = memory.update(state, signals)
             ranked = self.rank(state, text, trace)
-            with timed_stage(trace, "explain"):
-                recommendations = self.explain(state, ranked[:n], trace)
-            reply = compose_reply(signals, recommendations, state, self.catalog, note=trace.loosened)
-            picked = tuple(r.item_id for r in recommendations)
-            state = memory.record(state, text, reply, picked)
-            result = TurnResult(session_id, reply, tuple(recommendations), state, trace)
+            unexplained = [Recommendation(i, self.catalog[i].title, self.catalog[i].year, rank, "")
+                           for rank, i in enumerate(ranked[:n], start=1)]
+            reply, recorded, turn = self._remember(state, signals, text, unexplained, trace)
             with timed_stage(trace, "save"):
-                self.sessions.save(state, turn={"user": text, "reply": reply, "recommended": list(picked),
-                                                "trace": trace.fallbacks})
-        trace.timings["total"] = round(sum(trace.timings.values()), 4)
-        return result
+                self.sessions.save(recorded, turn=turn)  # the picks, committed before any explanation is written
+            trace.timings["first_pick"] = round(time.perf_counter() - started, 4)
+            if on_picks is not None:
+                on_picks(TurnResult(session_id, reply, tuple(unexplained), recorded, trace))
+            with timed_stage(trace, "explain"):
+                recommendations = self.explain(state, tuple(r.item_id for r in unexplained), trace, on_explanation)
+            reply, recorded, turn = self._remember(state, signals, text, recommendations, trace)
+            with timed_stage(trace, "save"):
+                self.sessions.update_last_turn(recorded, turn=turn)
+        trace.timings["total"] = round(time.perf_counter() - started, 4)
+        return TurnResult(session_id, reply, tuple(recommendations), recorded, trace)
+
+    def _remember(self, state: SessionState, signals: Signals, text: str, recommendations: list[Recommendation],
+                  trace: Trace) -> tuple[str, SessionState, dict]:
+        """The reply, the memory with this turn recorded, and the turn as stored."""
+        reply = compose_reply(signals, recommendations, state, self.catalog, note=trace.loosened)
+        picked = tuple(r.item_id for r in recommendations)
+        turn = {"user": text, "reply": reply, "recommended": list(picked), "trace": trace.fallbacks}
+        return reply, memory.record(state, text, reply, picked), turn
 
     def rank(self, state: SessionState, text: str, trace: Trace, depth: int = 0) -> tuple[str, ...]:
         """Steps 4-6: retrieve candidates, let the LLM order the first `candidates_in_prompt` of them, keep the rest
@@ -128,8 +148,10 @@ class Recommender:
         query = query_from(state, text)
         return lambda constraints, n: self.retriever.matching(replace(query, constraints=constraints), n)
 
-    def explain(self, state: SessionState, item_ids: tuple[str, ...], trace: Trace) -> list[Recommendation]:
-        """One explanation per pick: the LLM's sentence when every claim in it is true, else one composed from facts."""
+    def explain(self, state: SessionState, item_ids: tuple[str, ...], trace: Trace,
+                on_explanation: Callable[[Recommendation], None] | None = None) -> list[Recommendation]:
+        """One explanation per pick: the LLM's sentence when every claim in it is true, else one composed from facts;
+        each goes to `on_explanation` as soon as it is checked."""
         items = [self.catalog[i] for i in item_ids]
         generated = self._generate_explanations(state, items, trace)
         trace.drafts = tuple(generated)
@@ -142,6 +164,8 @@ class Recommender:
                 explanation, facts = compose_explanation(item, state, self.catalog)
                 composed += 1
             recommendations.append(Recommendation(item.item_id, item.title, item.year, rank, explanation, facts))
+            if on_explanation is not None:
+                on_explanation(recommendations[-1])
         if composed and self.settings.explain_with_llm:
             trace.fallbacks.append(f"explanations composed from facts for {composed} of {len(items)} "
                                    "(generated text cited no fact or made an unsupported claim)")
@@ -243,7 +267,8 @@ def compose_reply(signals: Signals, recommendations: list[Recommendation], state
     if note:
         lines.append(note)
     lines.append("Here are my picks:")
-    lines += [f"{r.rank}. {catalog[r.item_id].label}: {r.explanation}" for r in recommendations]
+    lines += [f"{r.rank}. {catalog[r.item_id].label}" + (f": {r.explanation}" if r.explanation else "")
+              for r in recommendations]
     return "\n".join(lines)
 
 

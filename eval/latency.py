@@ -1,16 +1,20 @@
 """Turn latency on this machine: scripted sessions through `Recommender.run_turn`, p50/p95 per stage.
 
     convrec bench --sessions 3        (in-process, the default engine; after warm-up turns that are not counted)
+    convrec bench --json              one JSON object: turn_p50/p95, first_pick_p50/p95, stages, cpu, dtype, engine
 
 The script is fixed and decoding is greedy, so reruns do the same work; the times are what varies.
 """
 
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 import uuid
 from collections import defaultdict
+from pathlib import Path
 
 from agent.turn import Recommender
 
@@ -32,7 +36,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure_turn_latency(recommender: Recommender, *, sessions: int = 3, warmup: int = 2) -> dict:
-    """Run `sessions` scripted sessions; the first `warmup` turns overall are run but not counted."""
+    """Run `sessions` scripted sessions; the first `warmup` turns overall are run but not counted.
+
+    `turn_*` is a whole turn (request to the last explanation stored), `first_pick_*` the time until the picks are
+    committed and handed to the caller (what the API streams and the web chat shows first)."""
     for k in range(warmup):
         recommender.run_turn(f"bench-warmup-{uuid.uuid4().hex[:6]}", SCRIPT[k % len(SCRIPT)])
     stages: dict[str, list[float]] = defaultdict(list)
@@ -48,15 +55,30 @@ def measure_turn_latency(recommender: Recommender, *, sessions: int = 3, warmup:
             composed += sum(_composed_count(note) for note in result.trace.fallbacks)
             fallbacks += any(note.startswith("fallback") for note in result.trace.fallbacks)
         recommender.sessions.forget(session_id)
-    turns = len(stages["total"])
+    turns, firsts = stages.pop("total"), stages.pop("first_pick")
+    engine = recommender.engine
     return {
-        "engine": recommender.engine.name, "model": recommender.engine.model_name, "turns": turns,
-        "wall_seconds": round(time.perf_counter() - started, 2),
-        "stages": {stage: {"p50": round(statistics.median(v), 3), "p95": round(percentile(v, 95), 3)}
-                   for stage, v in stages.items()},
+        "turn_p50": round(statistics.median(turns), 3), "turn_p95": round(percentile(turns, 95), 3),
+        "first_pick_p50": round(statistics.median(firsts), 3), "first_pick_p95": round(percentile(firsts, 95), 3),
+        "stages": {stage: round(statistics.median(v), 3) for stage, v in stages.items()},
+        "stages_p95": {stage: round(percentile(v, 95), 3) for stage, v in stages.items()},
+        "cpu": cpu_description(), "dtype": getattr(engine, "dtype", None), "engine": engine.name,
+        "model": engine.model_name, "turns": len(turns), "wall_seconds": round(time.perf_counter() - started, 2),
         "explanations_generated_and_kept": round(1 - composed / max(recommendations, 1), 3),
         "ranking_fallback_turns": fallbacks,
     }
+
+
+def cpu_description() -> dict:
+    """The CPU's model name and whether it computes bfloat16 natively (AVX512-BF16, AMX): timings depend on both."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return {"model": platform.processor() or platform.machine(), "avx512_bf16": None, "amx": None}
+    model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
+    flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
+    return {"model": model, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,
+            "amx": bool({"amx_bf16", "amx_tile"} & flags)}
 
 
 def _composed_count(note: str) -> int:
@@ -66,9 +88,14 @@ def _composed_count(note: str) -> int:
 
 
 def format_report(report: dict) -> str:
-    lines = [f"engine {report['engine']} · model {report['model']} · {report['turns']} turns "
-             f"in {report['wall_seconds']}s (after warm-up)", f"{'stage':<12}{'p50 s':>10}{'p95 s':>10}"]
-    lines += [f"{stage:<12}{v['p50']:>10.3f}{v['p95']:>10.3f}" for stage, v in report["stages"].items()]
+    cpu = report["cpu"]
+    lines = [f"engine {report['engine']} · model {report['model']} · {report['dtype']} on {cpu['model']} "
+             f"(avx512_bf16 {cpu['avx512_bf16']}, amx {cpu['amx']}) · {report['turns']} turns in "
+             f"{report['wall_seconds']}s (after warm-up)",
+             f"{'':<12}{'p50 s':>10}{'p95 s':>10}",
+             f"{'turn':<12}{report['turn_p50']:>10.3f}{report['turn_p95']:>10.3f}",
+             f"{'first pick':<12}{report['first_pick_p50']:>10.3f}{report['first_pick_p95']:>10.3f}"]
+    lines += [f"{stage:<12}{p50:>10.3f}{report['stages_p95'][stage]:>10.3f}" for stage, p50 in report["stages"].items()]
     lines.append(f"LLM explanations kept (every claim true): {report['explanations_generated_and_kept']:.1%}; "
                  f"turns whose ranking fell back: {report['ranking_fallback_turns']}")
     return "\n".join(lines)

@@ -6,9 +6,9 @@
 For each engine: start `convrec serve --engine <name>` on a free loopback port, wait until /health is ok (the load
 time is reported), run one warm-up turn, then N clients (sessions) × M turns at once, each turn a streamed chat
 completion, then stop the server. Reported per engine: turns/s (answered turns over the wall time of the load),
-p50/p95 turn latency (request to `[DONE]`), p50/p95 time to first recommendation (request to the stream chunk that
-carries the first pick; the server decides the whole turn before it streams, so this is close to the latency) and
-failures. Engines run one after the other, never side by side, so each has the whole machine.
+p50/p95 turn latency (request to `[DONE]`), p50/p95 time to the picks (request to the stream chunk that carries
+them, sent before any explanation is written) and failures. Engines run one after the other, never side by side,
+so each has the whole machine.
 """
 
 from __future__ import annotations
@@ -70,8 +70,7 @@ def streamed_turn(client: httpx.Client, base_url: str, session_id: str, text: st
             chunk = json.loads(line[len("data: "):])
             if "error" in chunk:
                 raise RuntimeError(chunk["error"]["message"])
-            content = "".join(c["delta"].get("content") or "" for c in chunk.get("choices", []))
-            if first is None and content.startswith("1. "):
+            if first is None and chunk.get("recommendations"):  # the picks chunk, before any explanation
                 first = time.perf_counter() - started
         else:
             raise RuntimeError("the stream ended without [DONE]")

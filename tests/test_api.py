@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import uuid
 
 import httpx
@@ -77,17 +78,32 @@ def test_openai_client_create_returns_reply_and_structured_recommendations(clien
     assert completion.model_extra["session_id"] == sid and completion.usage.total_tokens > 0
 
 
-def test_openai_client_stream_ends_with_usage_and_done(client):
+def test_openai_client_stream_sends_the_picks_then_each_explanation_then_the_reply(client, server_env):
+    """The streamed order: role, the picks (explanations empty), one chunk per explanation in rank order, the reply
+    text, the finish chunk, usage; the stored turn has the explanations."""
+    sid = session()
     stream = client.chat.completions.create(
         model="smollm2-135m-instruct", messages=[{"role": "user", "content": "something funny from the 90s"}],
-        stream=True, stream_options={"include_usage": True}, extra_headers={"X-Session-Id": session()})
+        stream=True, stream_options={"include_usage": True}, extra_headers={"X-Session-Id": sid})
     chunks = list(stream)
-    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "Here are my picks" in text
-    recs = [c.model_extra["recommendations"] for c in chunks if c.model_extra and "recommendations" in c.model_extra]
-    assert len(recs) == 1 and len(recs[0]) >= 3
+    extras = [c.model_extra or {} for c in chunks]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    picks_at = next(k for k, extra in enumerate(extras) if "recommendations" in extra)
+    picks = extras[picks_at]["recommendations"]
+    assert picks_at == 1 and len(picks) >= 3 and not any(r["explanation"] for r in picks)
+    explained = [(k, extra["explanation"]) for k, extra in enumerate(extras) if "explanation" in extra]
+    assert [k for k, _ in explained] == list(range(2, 2 + len(picks)))
+    assert [e["item_id"] for _, e in explained] == [r["item_id"] for r in picks]
+    assert all(e["explanation"] and e["facts"] for _, e in explained)
+    text_at = [k for k, c in enumerate(chunks) if c.choices and c.choices[0].delta.content]
+    assert text_at and min(text_at) > explained[-1][0]
+    text = "".join(chunks[k].choices[0].delta.content for k in text_at)
+    assert "Here are my picks" in text and all(e["explanation"] in text for _, e in explained)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
     assert any(c.choices and c.choices[0].finish_reason == "stop" for c in chunks)
+    with sqlite3.connect(server_env["CONVREC_DB"]) as db:  # the second write: the stored reply is the full one
+        stored = db.execute("SELECT reply FROM turns WHERE session_id = ?", (sid,)).fetchone()[0]
+    assert stored == text
 
 
 def test_raw_stream_ends_with_done(url):

@@ -74,6 +74,34 @@ def test_three_turn_conversation_through_ask_json(redial_env):
     assert shown.returncode == 0 and json.loads(shown.stdout)["turn_count"] == 3
 
 
+@pytest.mark.slow
+@needs_data
+def test_ask_prints_the_picks_then_the_explanations(redial_env):
+    done = convrec(["ask", "--session", "cli-order", "I loved The Matrix, what else?"], redial_env)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    lines = done.stdout.decode().splitlines()
+    why = lines.index("Why:")
+    picks = [line for line in lines[:why] if line[:2] in {f"{k}." for k in range(1, 10)}]
+    explained = lines[why + 1:]
+    assert len(picks) >= 3 and len(explained) == len(picks)
+    for pick, explanation in zip(picks, explained, strict=True):  # the list alone first, then each explanation
+        rank, label = pick.split(". ", 1)
+        assert explanation.startswith(f"{rank}. {label.rsplit(' (', 1)[0]}: ")
+
+
+@pytest.mark.slow
+@needs_data
+def test_bench_json_is_one_object_with_the_turn_and_first_pick_percentiles(redial_env):
+    done = convrec(["bench", "--json", "--sessions", "1", "--warmup", "1"], redial_env, timeout=600)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    report = json.loads(done.stdout)
+    assert report["turns"] == 6 and report["engine"] == "transformers" and report["dtype"] in ("bfloat16", "float32")
+    assert 0 < report["first_pick_p50"] <= report["turn_p50"] <= report["turn_p95"]
+    assert report["first_pick_p50"] <= report["first_pick_p95"] and report["prefix_cache"] is True
+    assert {"understand", "retrieve", "rank", "explain", "save"} <= set(report["stages"])
+    assert set(report["cpu"]) >= {"model", "avx512_bf16", "amx"}
+
+
 def test_memory_of_an_unknown_session_is_a_clear_error(env):
     done = convrec(["memory", "--session", "never-used"], env)
     assert (

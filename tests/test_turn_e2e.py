@@ -163,3 +163,34 @@ def test_items_outside_the_candidates_never_reach_the_user(small_recommender):
     assert any(note.startswith("fallback: invalid ranking twice") for note in result.trace.fallbacks)
     assert all("Oscar" not in rec.explanation and "Tom Cruise" not in rec.explanation
                for rec in result.recommendations)
+
+
+def test_the_picks_are_stored_before_the_explanations_and_kept_when_the_turn_dies(small_recommender):
+    """Picks first: when `on_picks` runs, the turn (memory, picks) is committed; explanations follow one by one and
+    are written in a second transaction. A crash between the two keeps the picks."""
+    r, session = small_recommender, new_session()
+    seen: list = []
+
+    def on_picks(result):
+        stored = r.sessions.history(session)[-1]
+        assert stored["recommended"] == [rec.item_id for rec in result.recommendations]
+        assert not any(rec.explanation for rec in result.recommendations)
+        seen.append("picks")
+
+    result = r.run_turn(session, "I loved Alien", on_picks=on_picks,
+                        on_explanation=lambda rec: seen.append(rec.item_id))
+    assert seen == ["picks", *(rec.item_id for rec in result.recommendations)]
+    assert r.sessions.history(session)[-1]["reply"] == result.reply
+    assert r.sessions.load(session).to_dict() == result.memory.to_dict()
+    assert all(rec.explanation in result.reply for rec in result.recommendations)
+    assert result.trace.timings["first_pick"] < result.trace.timings["total"]
+
+    def crash(_):
+        raise KeyboardInterrupt("the process dies after the picks")
+
+    with pytest.raises(KeyboardInterrupt):
+        r.run_turn(session, "something scarier", on_explanation=crash)
+    kept = r.sessions.load(session)
+    assert kept.turn_count == 2 and len(r.sessions.history(session)) == 2
+    assert set(kept.last_recommended) <= set(kept.recommended) and kept.last_recommended
+    assert all(i in kept.recommended for i in r.sessions.history(session)[-1]["recommended"])

@@ -94,6 +94,21 @@ def send(page, text: str, timeout_s: float = 180) -> None:
     page.locator("#convrec-status").get_by_text("Answered in").wait_for(timeout=timeout_s * 1000)
 
 
+WATCH_FIRST_CARD = """() => {
+  window.convrecSeen = [];
+  const note = () => {
+    const card = document.querySelector('#card-text-0');
+    const status = document.querySelector('#convrec-status');
+    const entry = [card && card.offsetParent !== null ? card.innerText : '', status ? status.innerText : ''];
+    const last = window.convrecSeen[window.convrecSeen.length - 1];
+    if (!last || last[0] !== entry[0] || last[1] !== entry[1]) window.convrecSeen.push(entry);
+  };
+  new MutationObserver(note).observe(document.body, {subtree: true, childList: true, characterData: true,
+                                                     attributes: true});
+}"""
+"""Records every change of the first card and of the status line, as (card text, status) pairs."""
+
+
 def card_titles(page) -> list[str]:
     titles = []
     for k in range(10):
@@ -110,9 +125,17 @@ def test_chat_cards_dislike_and_memory_in_a_real_browser(browser, ui_server):
     page = browser.new_page(viewport={"width": 1280, "height": 1100})
     page.goto(url)
     wait_until_ready(page)
+    page.evaluate(WATCH_FIRST_CARD)
     send(page, "I loved The Matrix, what else?")
     first = card_titles(page)
     assert len(first) >= 3, first
+    seen = page.evaluate("window.convrecSeen")  # the picks came first, then their explanations
+    final = page.locator("#card-text-0").inner_text()
+    explanation = final.splitlines()[-1]
+    picked = next(k for k, (card, _) in enumerate(seen) if first[0] in card)
+    explained = next(k for k, (card, _) in enumerate(seen) if explanation in card)
+    assert explanation not in seen[picked][0] and picked < explained, seen
+    assert any("Picked in" in status for _, status in seen) and "Answered in" in seen[-1][1], seen
     assert "The Matrix (1999)" in page.locator("#convrec-memory").inner_text()  # liked, from the message
     page.locator("#card-dislike-0").click()
     page.locator("#card-text-0").get_by_text("it will not come back").wait_for(timeout=30_000)
@@ -148,15 +171,18 @@ def test_the_chat_endpoint_through_gradio_client(ui_server):
     client = Client(ui_server[0], verbose=False)
     deadline = time.monotonic() + 300
     while True:  # the model may still be loading in the server
-        history, *rest = client.predict("I loved Toy Story, something for the kids?", [], api_name="/chat")
+        job = client.submit("I loved Toy Story, something for the kids?", [], api_name="/chat")
+        history, *_ = job.result()
         if "Loading" not in json.dumps(history) or time.monotonic() > deadline:
             break
         time.sleep(3)
     reply = history[-1]["content"]
     text = reply if isinstance(reply, str) else " ".join(block.get("text", "") for block in reply)
     assert "Here are my picks" in text
-    cards = [value for value in rest if isinstance(value, dict) and "### " in str(value.get("value", ""))]
-    assert len(cards) >= 3
+    updates = job.outputs()  # every streamed update: the cards come before the reply (unchanged values are not resent)
+    cards = [[v for v in rest if isinstance(v, dict) and "### " in str(v.get("value", ""))] for _, *rest in updates]
+    first_cards = next(k for k, shown in enumerate(cards) if shown)
+    assert len(cards[first_cards]) >= 3 and "Here are my picks" not in json.dumps(updates[first_cards][0])
 
 
 @pytest.mark.slow
@@ -202,7 +228,11 @@ def test_the_api_backend_drives_a_running_server(tmp_path, redial_index_dir):
     try:
         backend = ApiBackend(f"http://127.0.0.1:{port}")
         assert backend.status() is None
-        answer = backend.turn("web-api", "I loved The Matrix, what else?")
+        steps = list(backend.turn("web-api", "I loved The Matrix, what else?"))
+        answer = steps[-1]  # the picks, then one step per explanation, then the reply
+        assert answer.done and "Here are my picks" in answer.reply and not any(step.done for step in steps[:-1])
+        assert steps[0].cards and not any(card.explanation for card in steps[0].cards)
+        assert len(steps) == len(answer.cards) + 2 and steps[-2].cards == answer.cards
         assert len(answer.cards) >= 3 and all(card.label and card.explanation for card in answer.cards)
         assert any(card.genres or card.directors or card.cast for card in answer.cards)
         first = answer.cards[0].item_id
@@ -218,4 +248,4 @@ def test_the_api_backend_drives_a_running_server(tmp_path, redial_index_dir):
     nobody = ApiBackend(f"http://127.0.0.1:{free_port()}")
     assert "unavailable" in nobody.status()
     with pytest.raises(BackendUnavailable):
-        nobody.turn("s", "hello")
+        list(nobody.turn("s", "hello"))

@@ -65,12 +65,25 @@ def cmd_ask(args: argparse.Namespace) -> int:
     check_message(args.text, settings.max_message_chars)  # bad input fails before any model loads
     check_session_id(args.session)
     recommender, _ = build_recommender(settings, progress=True)
-    result = recommender.run_turn(args.session, args.text)
     if args.json:
+        result = recommender.run_turn(args.session, args.text)
         print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
     else:
-        print(result.reply)
+        print_turn(recommender, args.session, args.text)
     return 0
+
+
+def print_turn(recommender, session_id: str, text: str, prompt: str = ""):
+    """Run a turn, printing the picks as soon as they are decided, then each explanation as it is written."""
+    def picks(result) -> None:
+        print(prompt + result.reply, flush=True)
+        if result.recommendations:
+            print("Why:", flush=True)
+
+    def explanation(r) -> None:
+        print(f"{r.rank}. {r.title}: {r.explanation}", flush=True)
+
+    return recommender.run_turn(session_id, text, on_picks=picks, on_explanation=explanation)
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
@@ -96,11 +109,12 @@ def cmd_chat(args: argparse.Namespace) -> int:
             print(json.dumps(state.to_dict() if state else {}, indent=2, ensure_ascii=False))
             continue
         try:
-            result = recommender.run_turn(session_id, text)
+            result = print_turn(recommender, session_id, text, prompt="convrec> ")
         except InputError as error:
             print(f"convrec: {error}")
             continue
-        print(f"convrec> {result.reply}\n   ({result.trace.timings['total']:.1f}s)")
+        timings = result.trace.timings
+        print(f"   (picks in {timings['first_pick']:.1f}s, all in {timings['total']:.1f}s)")
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -113,8 +127,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.db_path = settings.cache_dir / "bench-sessions.sqlite3"  # keep benchmark sessions apart
     recommender, _ = build_recommender(settings, progress=True)
+    if args.no_prefix_cache:
+        recommender.engine.prefix_caching = False
     report = measure_turn_latency(recommender, sessions=args.sessions, warmup=args.warmup)
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    report["prefix_cache"] = getattr(recommender.engine, "prefix_caching", None)
+    print(json.dumps(report) if args.json else format_report(report))
     return 0
 
 
@@ -394,7 +411,9 @@ def _parser() -> argparse.ArgumentParser:
     bench = command("bench", cmd_bench, "turn latency per stage (p50/p95) over scripted sessions, in-process")
     bench.add_argument("--sessions", type=int, default=3, help="scripted sessions of 6 turns (default 3)")
     bench.add_argument("--warmup", type=int, default=2, help="turns run first and not counted (default 2)")
-    bench.add_argument("--json", action="store_true", help="print the report as JSON")
+    bench.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    bench.add_argument("--no-prefix-cache", action="store_true",
+                       help="prefill every prompt whole (the transformers engine's reference path, for comparison)")
     bench.add_argument("--ui", metavar="URL", help="time the script through a running web chat (`convrec ui`) instead")
     serve = command("serve", cmd_serve, "the OpenAI-compatible HTTP API")
     serve.add_argument("--host", default="127.0.0.1")

@@ -12,6 +12,7 @@ HTML or Markdown (no scripts, no images, no links).
 from __future__ import annotations
 
 import html
+import json
 import re
 import threading
 import time
@@ -45,16 +46,21 @@ class Card:
 
 @dataclass
 class Answer:
+    """Where a turn stands: the picks first (explanations empty, `reply` ""), then each card as its explanation
+    arrives, last the reply (`done`)."""
+
     reply: str
     cards: list[Card]
-    memory: dict
+    memory: dict | None
+    done: bool = False
 
 
 class Backend(Protocol):
     def status(self) -> str | None:
         """None when ready, else what the user should be told ("loading the model...")."""
 
-    def turn(self, session_id: str, text: str) -> Answer: ...
+    def turn(self, session_id: str, text: str) -> Iterator[Answer]:
+        """The turn as it happens: the picks, each explanation, then the reply (see `Answer`)."""
 
     def feedback(self, session_id: str, kind: str, item_id: str) -> dict: ...
 
@@ -93,14 +99,23 @@ class LocalBackend:
             raise BackendUnavailable(message)
         return self.service
 
-    def turn(self, session_id: str, text: str) -> Answer:
-        service = self._ready()
-        service.claim(session_id, None)
-        result = service.run_turn(session_id, text)
+    def turn(self, session_id: str, text: str) -> Iterator[Answer]:
         from ui.api.serving import recommendation_dicts
 
-        cards = [Card(**_card_fields(r)) for r in recommendation_dicts(result, service.recommender.catalog)]
-        return Answer(result.reply, cards, result.memory.to_dict())
+        service = self._ready()
+        service.claim(session_id, None)
+        catalog, cards, memory = service.recommender.catalog, [], None
+        for kind, value in service.turn_events(session_id, text):
+            if kind == "error":
+                error, _ = value
+                raise ValueError(f"the turn failed ({type(error).__name__}: {error})")
+            if kind == "explanation":
+                cards = with_explanation(cards, Card(**_card_fields(recommendation_dicts([value], catalog)[0])))
+                yield Answer("", cards, memory)
+            else:
+                cards = [Card(**_card_fields(r)) for r in recommendation_dicts(value.recommendations, catalog)]
+                memory = value.memory.to_dict()
+                yield Answer(value.reply if kind == "done" else "", cards, memory, done=kind == "done")
 
     def feedback(self, session_id: str, kind: str, item_id: str) -> dict:
         from ui.api.protocol import FeedbackEvent
@@ -140,6 +155,11 @@ class ApiBackend:
             response = self.client.request(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise BackendUnavailable(f"The server at {self.client.base_url} is unavailable: {error}") from None
+        return self._check(response)
+
+    @staticmethod
+    def _check(response) -> dict:
+        """The JSON body of a response; an error status raises with the server's message."""
         body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
         error = body.get("error") if isinstance(body, dict) else None
         message = error.get("message") if isinstance(error, dict) else None
@@ -156,13 +176,37 @@ class ApiBackend:
             return str(error)
         return None if health.get("status") == "ok" else f"The server says: {health.get('status', 'not ready')}"
 
-    def turn(self, session_id: str, text: str) -> Answer:
-        body = self._call("POST", "/v1/chat/completions", headers={"X-Session-Id": session_id},
-                          json={"messages": [{"role": "user", "content": text}]})
-        cards = [Card(**_card_fields(r)) for r in body.get("recommendations", [])]
-        self.labels.update({card.item_id: card.label for card in cards})
-        memory = self._call("GET", f"/v1/sessions/{session_id}")["memory"]
-        return Answer(body["choices"][0]["message"]["content"], cards, memory)
+    def turn(self, session_id: str, text: str) -> Iterator[Answer]:
+        """The streamed chat completion: the picks chunk, the explanation chunks, then the reply text."""
+        import httpx
+
+        body = {"messages": [{"role": "user", "content": text}], "stream": True}
+        cards: list[Card] = []
+        reply, memory = "", None
+        try:
+            with self.client.stream("POST", "/v1/chat/completions", headers={"X-Session-Id": session_id},
+                                    json=body) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    self._check(response)
+                for line in response.iter_lines():
+                    if not line.startswith("data: ") or line == "data: [DONE]":
+                        continue
+                    chunk = json.loads(line[len("data: "):])
+                    if "error" in chunk:
+                        raise ValueError(chunk["error"].get("message") or "the turn failed")
+                    if "recommendations" in chunk:
+                        cards = [Card(**_card_fields(r)) for r in chunk["recommendations"]]
+                        self.labels.update({card.item_id: card.label for card in cards})
+                        memory = self.memory(session_id)  # committed with the picks
+                        yield Answer("", cards, memory)
+                    elif "explanation" in chunk:
+                        cards = with_explanation(cards, Card(**_card_fields(chunk["explanation"])))
+                        yield Answer("", cards, memory)
+                    reply += "".join(c["delta"].get("content") or "" for c in chunk.get("choices", []))
+        except httpx.HTTPError as error:
+            raise BackendUnavailable(f"The server at {self.client.base_url} is unavailable: {error}") from None
+        yield Answer(reply, cards, memory if memory is not None else self.memory(session_id), done=True)
 
     def feedback(self, session_id: str, kind: str, item_id: str) -> dict:
         event = {"type": kind, "item_id": item_id}
@@ -197,6 +241,11 @@ autolink (http:, www., @)."""
 def plain(text: object) -> str:
     """Untrusted text for a Markdown component: HTML-escaped and Markdown-escaped, so it shows exactly as written."""
     return _MARKDOWN_SPECIALS.sub(r"\\\1", html.escape(str(text), quote=False))
+
+
+def with_explanation(cards: list[Card], explained: Card) -> list[Card]:
+    """The cards with `explained` in place of the card of the same item."""
+    return [explained if card.item_id == explained.item_id else card for card in cards]
 
 
 def _card_fields(r: dict) -> dict:
@@ -292,21 +341,27 @@ def create_web_app(backend: Backend, *, concurrency_limit: int = 4):
         history += [{"role": "user", "content": plain(text)}, {"role": "assistant", "content": "…"}]
         yield (history, "", session_id, cards, *card_updates(cards), *panel(session_id), "Thinking…")
         started = time.perf_counter()
+        answer, picked = None, None
         try:
-            answer = backend.turn(session_id, text)
+            for answer in backend.turn(session_id, text):  # the cards first, each explanation as it comes, the reply
+                if answer.done:
+                    break
+                cards, picked = answer.cards, picked or time.perf_counter() - started
+                yield (history, "", session_id, cards, *card_updates(cards), *panel(session_id, answer.memory),
+                       f"Picked in {picked:.1f} s; writing the explanations…")
         except (BackendUnavailable, ValueError) as error:
             history[-1] = {"role": "assistant", "content": plain(f"Sorry: {error}")}
             yield (history, text, session_id, cards, *card_updates(cards), *panel(session_id), plain(str(error)))
             return
         seconds = time.perf_counter() - started
-        memory_view, old_cards = panel(session_id, answer.memory), card_updates(cards)
+        cards = answer.cards
+        memory_view, shown_cards = panel(session_id, answer.memory), card_updates(cards)
         shown = ""
         for line in answer.reply.splitlines(keepends=True):  # stream the reply line by line
             shown += line
             history[-1] = {"role": "assistant", "content": plain(shown)}
-            yield (history, "", session_id, cards, *old_cards, *memory_view, "Answering…")
-        cards = answer.cards
-        yield (history, "", session_id, cards, *card_updates(cards), *memory_view, f"Answered in {seconds:.1f} s.")
+            yield (history, "", session_id, cards, *shown_cards, *memory_view, "Answering…")
+        yield (history, "", session_id, cards, *shown_cards, *memory_view, f"Answered in {seconds:.1f} s.")
 
     def feedback(kind: str, k: int):
         notes = {"like": "👍 noted: more like this", "dislike": "👎 noted: it will not come back",

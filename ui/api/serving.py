@@ -5,25 +5,36 @@ not replayed: the server's own session memory is the source of truth for history
 new message (or its whole transcript, which changes nothing). The session is `X-Session-Id`, else the `user` field,
 else a new one whose id is returned in the `X-Session-Id` header and the body's `session_id`.
 
-Streaming: the turn runs after the stream opens (the first chunk carries the assistant role), then the reply is sent
-line by line, then a chunk with the structured `recommendations`, the finish chunk, the usage chunk when asked for,
-and `data: [DONE]`. The turn is committed to SQLite before any of its content is sent.
+Streaming (`stream: true`), picks first: the chunks are
+    1. the assistant role (and `session_id`), sent before the turn starts;
+    2. `recommendations`: every pick (id, title, year, rank, facts for a card) with `explanation` empty, sent as soon
+       as the ranking is done and the turn (memory and picks) is committed to SQLite;
+    3. one `explanation` chunk per pick (`item_id`, `rank`, `explanation`, `facts`) as each is written and checked;
+    4. the reply text, line by line (`delta.content`), then the finish chunk, the usage chunk when asked for, and
+       `data: [DONE]`.
+The stored turn gets its explanations when they are done (a second write; a crash in between keeps the picks).
+A non-streaming response is one object with the full reply and `recommendations`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import queue
+import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 
 from agent import memory
 from agent.turn import InputError, Recommender, check_message, check_session_id
-from agent.types import TurnResult
+from agent.types import Recommendation, TurnResult
 from ui.api.metrics import Metrics
 from ui.api.protocol import ApiError, ChatCompletionRequest, FeedbackEvent
+
+log = logging.getLogger("convrec.api")
 
 
 class ChatService:
@@ -72,35 +83,75 @@ class ChatService:
         body["choices"] = [{"index": 0, "message": {"role": "assistant", "content": result.reply},
                             "finish_reason": "stop"}]
         body["usage"] = self._usage(text, result.reply)
-        body["recommendations"] = recommendation_dicts(result, self.recommender.catalog)
+        body["recommendations"] = recommendation_dicts(result.recommendations, self.recommender.catalog)
         body["session_id"] = session_id
         return body
 
     def stream(self, session_id: str, text: str, model: str, include_usage: bool) -> Iterator[str]:
-        """Server-sent events; an error after the stream opened is sent as an error event before [DONE]."""
+        """Server-sent events, picks first (see the module's docstring); an error after the stream opened is sent as
+        an error event before [DONE]. The turn finishes (and stores its explanations) even when the client goes
+        away (`turn_events`)."""
         base = self._envelope("chat.completion.chunk", model)
+        catalog = self.recommender.catalog
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
             return _sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra})
 
         yield chunk({"role": "assistant", "content": ""}, session_id=session_id)
-        try:
-            result = self.run_turn(session_id, text, model)
-        except Exception as error:  # the stream is open: report in-band, never a traceback
-            self.metrics.errors.labels(kind=type(error).__name__).inc()
-            yield _sse(ApiError(500, "the turn failed; nothing was stored for it", type="server_error").body())
-            yield "data: [DONE]\n\n"
-            return
+        for kind, value in self.turn_events(session_id, text, model):
+            if kind == "picks":
+                yield chunk({}, recommendations=recommendation_dicts(value.recommendations, catalog),
+                            session_id=session_id)
+            elif kind == "explanation":
+                yield chunk({}, explanation=recommendation_dicts([value], catalog)[0])
+            elif kind == "error":  # the stream is open: report in-band, never a traceback
+                error, picks_stored = value
+                self.metrics.errors.labels(kind=type(error).__name__).inc()
+                stored = "its picks were stored" if picks_stored else "nothing was stored for it"
+                yield _sse(ApiError(500, f"the turn failed; {stored}", type="server_error").body())
+                yield "data: [DONE]\n\n"
+                return
+            else:
+                result = value
         for line in result.reply.splitlines(keepends=True):
             yield chunk({"content": line})
-        yield chunk({}, recommendations=recommendation_dicts(result, self.recommender.catalog), session_id=session_id)
-        yield chunk({}, "stop")
+        yield chunk({}, "stop", session_id=session_id)
         if include_usage:
             yield _sse({**base, "choices": [], "usage": self._usage(text, result.reply)})
         yield "data: [DONE]\n\n"
 
-    def run_turn(self, session_id: str, text: str, model: str | None = None) -> TurnResult:
-        result = self.recommenders[model or self.model_names()[0]].run_turn(session_id, text)
+    def turn_events(self, session_id: str, text: str, model: str | None = None) -> Iterator[tuple[str, object]]:
+        """The turn as it happens: ("picks", TurnResult with explanations empty), ("explanation", Recommendation)
+        per pick, then ("done", TurnResult), or ("error", (exception, whether the picks were stored)) at any point.
+        The turn runs in its own thread, so it finishes (and stores its explanations) even when nobody reads on."""
+        events: queue.Queue = queue.Queue()
+        picks_stored = False
+
+        def on_picks(result: TurnResult) -> None:
+            nonlocal picks_stored
+            picks_stored = True
+            events.put(("picks", result))
+
+        def run() -> None:
+            try:
+                result = self.run_turn(session_id, text, model, on_picks=on_picks,
+                                       on_explanation=lambda r: events.put(("explanation", r)))
+            except Exception as error:
+                log.exception("a turn failed")
+                events.put(("error", (error, picks_stored)))
+            else:
+                events.put(("done", result))
+
+        threading.Thread(target=run, daemon=True, name=f"turn-{session_id}").start()
+        while True:
+            kind, value = events.get()
+            yield kind, value
+            if kind in ("done", "error"):
+                return
+
+    def run_turn(self, session_id: str, text: str, model: str | None = None, **callbacks) -> TurnResult:
+        """The turn with `model`; `callbacks` (on_picks, on_explanation) go to `Recommender.run_turn`."""
+        result = self.recommenders[model or self.model_names()[0]].run_turn(session_id, text, **callbacks)
         self.metrics.observe_turn(result.trace)
         return result
 
@@ -179,10 +230,10 @@ class ChatService:
                 "total_tokens": prompt_tokens + completion_tokens}
 
 
-def recommendation_dicts(result: TurnResult, catalog) -> list[dict]:
+def recommendation_dicts(recommendations: Sequence[Recommendation], catalog) -> list[dict]:
     """The Recommendation fields plus the item's headline facts (genres, directors, cast) for a card."""
     out = []
-    for r in result.recommendations:
+    for r in recommendations:
         item = catalog[r.item_id]
         out.append({**asdict(r), "genres": list(item.genres[:3]), "directors": list(item.directors[:2]),
                     "cast": list(item.cast[:3])})

@@ -84,7 +84,9 @@ def load_engine(settings: Settings, adapters: dict[str, str]) -> ChatEngine:
 
         return VLLMEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
                           seed=settings.seed)
-    return TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype)
+    engine = TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype)
+    engine.prefix_caching = settings.prefix_cache
+    return engine
 
 
 def build_recommender(settings: Settings, *, progress: bool = False,

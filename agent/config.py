@@ -62,6 +62,9 @@ class Settings:
     dtype: str = "auto"
     """LLM weights: "auto" (bfloat16 where the hardware has it natively, else float32), "bfloat16" or "float32"
     (env CONVREC_DTYPE)."""
+    prefix_cache: bool = True
+    """The transformers engine keeps the key-value cache of recurring prompt starts (env CONVREC_PREFIX_CACHE=0, flag
+    --no-prefix-cache: every prompt prefilled whole, the reference path for comparisons)."""
     embedding_model: str = DEFAULT_EMBEDDER
     """Sentence embedder: the packaged default, a local folder or a hub id (flag --embedding-model)."""
     n: int = 5
@@ -101,6 +104,8 @@ class Settings:
             raise ValueError("the remote engine needs --engine-url (e.g. http://127.0.0.1:8001/v1)")
         if "dtype" not in given:
             settings.dtype = os.environ.get("CONVREC_DTYPE", settings.dtype)
+        if "prefix_cache" not in given:
+            settings.prefix_cache = os.environ.get("CONVREC_PREFIX_CACHE", "1") != "0"
         settings.data_dir = Path(settings.data_dir)
         settings.cache_dir = Path(settings.cache_dir)
         settings.index_dir = Path(settings.index_dir or os.environ.get("CONVREC_INDEX_DIR")

@@ -25,7 +25,7 @@ from pathlib import Path
 import httpx
 
 from eval.crash import free_port, start_server
-from eval.latency import percentile
+from eval.latency import cpu_description, percentile
 from eval.load import MESSAGES
 
 
@@ -143,12 +143,15 @@ def run_serving_bench(engines: list[str], *, clients: int, turns: int, server_ar
     baseline = rows[0]["turns_per_second"] or 1e-9
     for row in rows:
         row["speedup"] = round(row["turns_per_second"] / baseline, 2)
-    return {"clients": clients, "turns_per_client": turns, "server_args": list(server_args), "engines": rows}
+    return {"clients": clients, "turns_per_client": turns, "server_args": list(server_args), "cpu": cpu_description(),
+            "engines": rows}
 
 
 def format_bench(report: dict) -> str:
-    lines = [f"{report['clients']} concurrent sessions x {report['turns_per_client']} turns, streamed, per engine:",
-             "| engine | turns/s | speed-up | p50 s | p95 s | first rec. p50 s | first rec. p95 s | failures | "
+    cpu = report.get("cpu") or {}
+    lines = [f"{report['clients']} concurrent sessions x {report['turns_per_client']} turns, streamed, per engine, on "
+             f"{cpu.get('model', 'an unnamed CPU')} ({cpu.get('cores')} cores, avx512_bf16 {cpu.get('avx512_bf16')}):",
+             "| engine | turns/s | speed-up | p50 s | p95 s | first pick p50 s | first pick p95 s | failures | "
              "server load s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in report["engines"]:
         lines.append(f"| {r['engine']} | {r['turns_per_second']:.3f} | {r['speedup']:.2f}x | {r['p50_seconds']:.2f} | "

@@ -2,6 +2,8 @@ import json
 import sqlite3
 import threading
 
+import pytest
+
 from agent import memory
 from agent.store import SqliteSessionStore
 from agent.types import SessionState, Signals
@@ -83,3 +85,18 @@ def test_a_store_from_before_owners_is_upgraded_in_place(tmp_path):
     db.close()
     store = SqliteSessionStore(path)
     assert store.load("old") == SessionState("old") and store.owner("old") == (True, None)
+
+
+def test_the_explanations_rewrite_the_last_turn_and_nothing_else(tmp_path):
+    store = SqliteSessionStore(tmp_path / "s.sqlite3")
+    picks = memory.record(SessionState("s"), "hello", "1. Alien (1979)", ("a",))
+    store.save(picks, turn={"user": "hello", "reply": "1. Alien (1979)", "recommended": ["a"]})
+    explained = memory.record(SessionState("s"), "hello", "1. Alien (1979): a horror film.", ("a",))
+    store.update_last_turn(explained, turn={"user": "hello", "reply": "1. Alien (1979): a horror film.",
+                                            "recommended": ["a"]})
+    assert [t["reply"] for t in store.history("s")] == ["1. Alien (1979): a horror film."]
+    assert store.load("s").turns[-1].reply == "1. Alien (1979): a horror film."
+    ahead = memory.record(explained, "more", "2", ("b",))  # a turn that was never saved: refused, nothing changes
+    with pytest.raises(KeyError, match="no stored turn 2"):
+        store.update_last_turn(ahead, turn={"user": "more", "reply": "2", "recommended": ["b"]})
+    assert store.load("s").turn_count == 1 and len(store.history("s")) == 1

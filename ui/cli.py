@@ -126,9 +126,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     settings = _settings(args)
     settings.db_path = settings.cache_dir / "bench-sessions.sqlite3"  # keep benchmark sessions apart
+    settings.prefix_cache = settings.prefix_cache and not args.no_prefix_cache
     recommender, _ = build_recommender(settings, progress=True)
-    if args.no_prefix_cache:
-        recommender.engine.prefix_caching = False
     report = measure_turn_latency(recommender, sessions=args.sessions, warmup=args.warmup)
     report["prefix_cache"] = getattr(recommender.engine, "prefix_caching", None)
     print(json.dumps(report) if args.json else format_report(report))

@@ -103,15 +103,22 @@ def format_report(report: dict) -> str:
 
 def measure_ui_latency(url: str, *, sessions: int = 2, warmup: int = 1, ready_timeout: float = 600) -> dict:
     """The same script through a running web chat (`convrec ui`), as a browser tab sends it: the Gradio chat endpoint,
-    timed from request to the last streamed update. Each session is a fresh tab (empty session state)."""
+    timed from request to the first streamed update that shows the cards (`first_pick`) and to the last one (`turn`).
+    Each session is a fresh tab (empty session state)."""
     from gradio_client import Client
 
     client = Client(url, verbose=False)
 
-    def turn(text: str, history: list) -> tuple[list, float]:
+    def turn(text: str, history: list) -> tuple[list, float, float]:
         started = time.perf_counter()
-        outputs = client.submit(text, history, api_name="/chat").result()
-        return outputs[0], time.perf_counter() - started
+        job = client.submit(text, history, api_name="/chat")
+        first = None
+        for _, *rest in job:  # every streamed update, as it arrives
+            if first is None and any(isinstance(v, dict) and "### " in str(v.get("value", "")) for v in rest):
+                first = time.perf_counter() - started
+        outputs = job.result()
+        done = time.perf_counter() - started
+        return outputs[0], done if first is None else first, done
 
     deadline = time.monotonic() + ready_timeout
     while "Loading" in str(client.predict("hello", [], api_name="/chat")[0]):  # wait for the model
@@ -120,12 +127,15 @@ def measure_ui_latency(url: str, *, sessions: int = 2, warmup: int = 1, ready_ti
         time.sleep(3)
     for k in range(warmup):
         turn(SCRIPT[k % len(SCRIPT)], [])
+    firsts: list[float] = []
     seconds: list[float] = []
     for _ in range(sessions):
         client.reset_session()  # a new tab: a new convrec session
         history: list = []
         for text in SCRIPT:
-            history, elapsed = turn(text, history)
+            history, first, elapsed = turn(text, history)
+            firsts.append(first)
             seconds.append(elapsed)
-    return {"url": url, "turns": len(seconds), "p50": round(statistics.median(seconds), 3),
-            "p95": round(percentile(seconds, 95), 3), "max": round(max(seconds), 3)}
+    return {"url": url, "turns": len(seconds), "turn_p50": round(statistics.median(seconds), 3),
+            "turn_p95": round(percentile(seconds, 95), 3), "first_pick_p50": round(statistics.median(firsts), 3),
+            "first_pick_p95": round(percentile(firsts, 95), 3), "max": round(max(seconds), 3)}

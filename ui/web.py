@@ -1,12 +1,14 @@
-"""The web chat (Gradio 6): a streamed reply, one card per recommendation with 👍 / 👎 / "seen it", and a memory panel
-the user can edit; "new conversation" and "forget me".
+"""The web chat (Gradio 6): one card per recommendation with 👍 / 👎 / "seen it", shown as soon as the picks are
+decided and filled in as each explanation is written, then the streamed reply; a memory panel the user can edit;
+"new conversation" and "forget me".
 
     convrec ui                     the Recommender in this process (the model loads in the background)
     convrec ui --api-url URL       a running `convrec serve` does the work
 
-Both backends answer the same five calls (turn, feedback, memory, remove, forget), so the page never knows which one
-runs. Everything shown comes from the catalog or the model and is escaped first: it is displayed as text, never as
-HTML or Markdown (no scripts, no images, no links).
+Both backends answer the same five calls (turn, feedback, memory, remove, forget; `turn` yields where the turn
+stands: the picks, each explanation, the reply), so the page never knows which one runs. Everything shown comes from
+the catalog or the model and is escaped first: it is displayed as text, never as HTML or Markdown (no scripts, no
+images, no links).
 """
 
 from __future__ import annotations

@@ -1,0 +1,79 @@
+"""Where a transformers-engine turn spends its time on this CPU: one prefill of a rank-sized prompt and one decode step
+of a five-row explanation batch, for the base model, the base model with the LoRA adapter (as served) and the
+adapter merged into the weights.
+
+    python -m eval.engine_profile [--adapter finetune/adapters/convrec-redial-lora] [--dtype auto] [--json]
+
+Random token ids (seeded): the cost of a forward pass does not depend on which tokens they are. Each figure is the
+best of 3 prefills / the median of 10 decode steps, after one unmeasured pass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import statistics
+import time
+
+from agent.config import Settings
+from agent.engines import pick_dtype
+from agent.models import resolve_llm
+from eval.latency import cpu_description
+
+PROMPT_TOKENS = 734
+"""The rank prompt of `convrec bench`'s first turn (20 candidates)."""
+BATCH, EXPLAIN_TOKENS = 5, 250
+"""Five explanation prompts of about 250 tokens each."""
+
+
+def profile(model, torch) -> dict:
+    generator = torch.Generator().manual_seed(0)
+    prompt = torch.randint(100, 40_000, (1, PROMPT_TOKENS), generator=generator)
+    with torch.inference_mode():
+        model(prompt, logits_to_keep=1)
+        prefill = []
+        for _ in range(3):
+            started = time.perf_counter()
+            model(prompt, logits_to_keep=1)
+            prefill.append(time.perf_counter() - started)
+        cache = model(prompt[:, :EXPLAIN_TOKENS].repeat(BATCH, 1), use_cache=True, logits_to_keep=1).past_key_values
+        token = torch.randint(100, 40_000, (BATCH, 1), generator=generator)
+        steps = []
+        for _ in range(10):
+            started = time.perf_counter()
+            model(token, past_key_values=cache, use_cache=True)
+            steps.append(time.perf_counter() - started)
+    return {"prefill_seconds": round(min(prefill), 3), "decode_step_ms": round(statistics.median(steps) * 1000, 1)}
+
+
+def main() -> None:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--adapter", default="finetune/adapters/convrec-redial-lora")
+    parser.add_argument("--dtype", default="auto")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    settings = Settings.from_env()
+    dtype = pick_dtype(args.dtype)
+    base = AutoModelForCausalLM.from_pretrained(resolve_llm(settings.model, settings.cache_dir),
+                                                dtype=getattr(torch, dtype)).eval()
+    report = {"cpu": cpu_description(), "dtype": dtype, "threads": torch.get_num_threads(),
+              "prompt_tokens": PROMPT_TOKENS, "decode_batch": BATCH, "base": profile(base, torch)}
+    with_adapter = PeftModel.from_pretrained(copy.deepcopy(base), args.adapter).eval()
+    report["lora"] = profile(with_adapter, torch)
+    report["merged"] = profile(with_adapter.merge_and_unload(), torch)
+    if args.json:
+        print(json.dumps(report))
+        return
+    print(f"{dtype} on {report['cpu']['model']}, {report['threads']} threads")
+    for name in ("base", "lora", "merged"):
+        print(f"{name:<8} prefill of {PROMPT_TOKENS} tokens {report[name]['prefill_seconds']:.3f} s, "
+              f"decode step of {BATCH} rows {report[name]['decode_step_ms']:.1f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -232,7 +232,6 @@ class TransformersEngine:
             scores = choice_logprobs(out.logits[0, -1], follow.logits[0], encoded, torch)
         return [score.item() for score in scores]
 
-
     def _shared_prefix(self, prompts: list[list[int]]):
         """(length, key-value cache) of the start that all `prompts` share, computed: from the prefix cache as far
         as it holds it, the rest prefilled now. A start that recurs (shared with the previous prompt of this model,

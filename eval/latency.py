@@ -35,8 +35,10 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def measure_turn_latency(recommender: Recommender, *, sessions: int = 3, warmup: int = 2) -> dict:
-    """Run `sessions` scripted sessions; the first `warmup` turns overall are run but not counted.
+def measure_turn_latency(recommender: Recommender, *, sessions: int = 3, warmup: int = 2,
+                         turns: int = len(SCRIPT)) -> dict:
+    """Run `sessions` scripted sessions of the script's first `turns` messages; the first `warmup` turns overall are
+    run but not counted.
 
     `turn_*` is a whole turn (request to the last explanation stored), `first_pick_*` the time until the picks are
     committed and handed to the caller (what the API streams and the web chat shows first)."""
@@ -47,7 +49,7 @@ def measure_turn_latency(recommender: Recommender, *, sessions: int = 3, warmup:
     started = time.perf_counter()
     for _ in range(sessions):
         session_id = f"bench-{uuid.uuid4().hex[:8]}"
-        for text in SCRIPT:
+        for text in SCRIPT[:turns]:
             result = recommender.run_turn(session_id, text)
             for stage, seconds in result.trace.timings.items():
                 stages[stage].append(seconds)

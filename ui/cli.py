@@ -128,7 +128,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings.db_path = settings.cache_dir / "bench-sessions.sqlite3"  # keep benchmark sessions apart
     settings.prefix_cache = settings.prefix_cache and not args.no_prefix_cache
     recommender, _ = build_recommender(settings, progress=True)
-    report = measure_turn_latency(recommender, sessions=args.sessions, warmup=args.warmup)
+    report = measure_turn_latency(recommender, sessions=args.sessions, warmup=args.warmup, turns=args.turns)
     report["prefix_cache"] = getattr(recommender.engine, "prefix_caching", None)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
@@ -410,6 +410,8 @@ def _parser() -> argparse.ArgumentParser:
     bench = command("bench", cmd_bench, "turn latency per stage (p50/p95) over scripted sessions, in-process")
     bench.add_argument("--sessions", type=int, default=3, help="scripted sessions of 6 turns (default 3)")
     bench.add_argument("--warmup", type=int, default=2, help="turns run first and not counted (default 2)")
+    bench.add_argument("--turns", type=int, default=6, choices=range(1, 7), metavar="1-6",
+                       help="the script's first N messages per session (default all 6)")
     bench.add_argument("--json", action="store_true", help="print the report as one JSON object")
     bench.add_argument("--no-prefix-cache", action="store_true",
                        help="prefill every prompt whole (the transformers engine's reference path, for comparison)")

@@ -84,9 +84,8 @@ def load_engine(settings: Settings, adapters: dict[str, str]) -> ChatEngine:
 
         return VLLMEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
                           seed=settings.seed)
-    engine = TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype)
-    engine.prefix_caching = settings.prefix_cache
-    return engine
+    return TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
+                              prefix_caching=settings.prefix_cache)
 
 
 def build_recommender(settings: Settings, *, progress: bool = False,

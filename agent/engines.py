@@ -131,7 +131,7 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model_path: str, *, adapters: Mapping[str, str] | None = None, threads: int | None = None,
-                 model_name: str | None = None, dtype: str = "auto") -> None:
+                 model_name: str | None = None, dtype: str = "auto", prefix_caching: bool = True) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -159,7 +159,7 @@ class TransformersEngine:
         self.model_name = self.model_names[0]
         self.adapters = adapters
         self._lock = threading.Lock()
-        self.prefix_caching = True
+        self.prefix_caching = prefix_caching
         """Reuse the key-value cache of recurring prompt starts (`_shared_prefix`); off, every prompt is prefilled
         whole (the reference path the tests compare against)."""
         self._prefixes = PrefixCache()

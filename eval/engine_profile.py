@@ -17,7 +17,7 @@ import statistics
 import time
 
 from agent.config import Settings
-from agent.engines import pick_dtype
+from agent.engines import TransformersEngine
 from agent.models import resolve_llm
 from eval.latency import cpu_description
 
@@ -49,8 +49,6 @@ def profile(model, torch) -> dict:
 
 def main() -> None:
     import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--adapter", default="finetune/adapters/convrec-redial-lora")
@@ -58,18 +56,18 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     settings = Settings.from_env()
-    dtype = pick_dtype(args.dtype)
-    base = AutoModelForCausalLM.from_pretrained(resolve_llm(settings.model, settings.cache_dir),
-                                                dtype=getattr(torch, dtype)).eval()
-    report = {"cpu": cpu_description(), "dtype": dtype, "threads": torch.get_num_threads(),
-              "prompt_tokens": PROMPT_TOKENS, "decode_batch": BATCH, "base": profile(base, torch)}
-    with_adapter = PeftModel.from_pretrained(copy.deepcopy(base), args.adapter).eval()
-    report["lora"] = profile(with_adapter, torch)
-    report["merged"] = profile(with_adapter.merge_and_unload(), torch)
+    engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapters={"lora": args.adapter},
+                                dtype=args.dtype)  # the adapter loaded as `convrec serve` loads it
+    report = {"cpu": cpu_description(), "dtype": engine.dtype, "threads": torch.get_num_threads(),
+              "prompt_tokens": PROMPT_TOKENS, "decode_batch": BATCH}
+    with engine.model.disable_adapter():
+        report["base"] = profile(engine.model, torch)
+    report["lora"] = profile(engine.model, torch)
+    report["merged"] = profile(copy.deepcopy(engine.model).merge_and_unload(), torch)
     if args.json:
         print(json.dumps(report))
         return
-    print(f"{dtype} on {report['cpu']['model']}, {report['threads']} threads")
+    print(f"{report['dtype']} on {report['cpu']['model']}, {report['threads']} threads")
     for name in ("base", "lora", "merged"):
         print(f"{name:<8} prefill of {PROMPT_TOKENS} tokens {report[name]['prefill_seconds']:.3f} s, "
               f"decode step of {BATCH} rows {report[name]['decode_step_ms']:.1f} ms")

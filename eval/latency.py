@@ -57,15 +57,15 @@ def measure_turn_latency(recommender: Recommender, *, sessions: int = 3, warmup:
             composed += sum(_composed_count(note) for note in result.trace.fallbacks)
             fallbacks += any(note.startswith("fallback") for note in result.trace.fallbacks)
         recommender.sessions.forget(session_id)
-    turns, firsts = stages.pop("total"), stages.pop("first_pick")
+    totals, firsts = stages.pop("total"), stages.pop("first_pick")
     engine = recommender.engine
     return {
-        "turn_p50": round(statistics.median(turns), 3), "turn_p95": round(percentile(turns, 95), 3),
+        "turn_p50": round(statistics.median(totals), 3), "turn_p95": round(percentile(totals, 95), 3),
         "first_pick_p50": round(statistics.median(firsts), 3), "first_pick_p95": round(percentile(firsts, 95), 3),
         "stages": {stage: round(statistics.median(v), 3) for stage, v in stages.items()},
         "stages_p95": {stage: round(percentile(v, 95), 3) for stage, v in stages.items()},
         "cpu": cpu_description(), "dtype": getattr(engine, "dtype", None), "engine": engine.name,
-        "model": engine.model_name, "turns": len(turns), "wall_seconds": round(time.perf_counter() - started, 2),
+        "model": engine.model_name, "turns": len(totals), "wall_seconds": round(time.perf_counter() - started, 2),
         "explanations_generated_and_kept": round(1 - composed / max(recommendations, 1), 3),
         "ranking_fallback_turns": fallbacks,
     }
@@ -76,7 +76,8 @@ def cpu_description() -> dict:
     try:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return {"model": platform.processor() or platform.machine(), "avx512_bf16": None, "amx": None}
+        return {"model": platform.processor() or platform.machine(), "cores": os.cpu_count(), "avx512_bf16": None,
+                "amx": None}
     model = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name")), "")
     flags = set(next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("flags")), []))
     return {"model": model, "cores": os.cpu_count(), "avx512_bf16": "avx512_bf16" in flags,

@@ -85,7 +85,8 @@ def load_engine(settings: Settings, adapters: dict[str, str]) -> ChatEngine:
         return VLLMEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
                           seed=settings.seed)
     return TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
-                              prefix_caching=settings.prefix_cache)
+                              prefix_caching=settings.prefix_cache,
+                              merge_adapters=settings.merge_adapters)
 
 
 def build_recommender(settings: Settings, *, progress: bool = False,

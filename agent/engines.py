@@ -108,6 +108,9 @@ def to_chat_dicts(messages: Sequence[BaseMessage]) -> list[dict[str, str]]:
 DTYPES = ("auto", "bfloat16", "float32")
 MIN_SHARED_PREFIX = 32
 """A prompt start that recurs is kept in the prefix cache from this many tokens on (a template's fixed part)."""
+RECENT_PROMPTS = 4
+"""Single prompts remembered per model to find recurring starts: a turn alternates between templates (rank,
+explain), so the previous prompt alone is usually another template's."""
 
 
 def pick_dtype(requested: str = "auto") -> str:
@@ -131,7 +134,8 @@ class TransformersEngine:
     name = "transformers"
 
     def __init__(self, model_path: str, *, adapters: Mapping[str, str] | None = None, threads: int | None = None,
-                 model_name: str | None = None, dtype: str = "auto", prefix_caching: bool = True) -> None:
+                 model_name: str | None = None, dtype: str = "auto", prefix_caching: bool = True,
+                 merge_adapters: bool = True) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -143,16 +147,21 @@ class TransformersEngine:
         self.tokenizer.padding_side = "left"
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype))
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         adapters = dict(adapters or {})
-        for position, (name, path) in enumerate(adapters.items()):
+        self.merged = merge_adapters and bool(adapters)
+        """Each adapter served merged into its own copy of the weights: a fifth less compute per token than the
+        adapter beside them (eval/engine_profile.py), one more copy of the model in memory per adapter."""
+        self._merged_models = {name: _merged(model_path, path, torch, self.dtype).to(self.device).eval()
+                               for name, path in adapters.items()} if self.merged else {}
+        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype))
+        for position, (name, path) in enumerate(adapters.items() if not self.merged else ()):
             from peft import PeftModel
 
             if position == 0:
                 model = PeftModel.from_pretrained(model, path, adapter_name=name)
             else:
                 model.load_adapter(path, adapter_name=name)
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = model.to(self.device).eval()
         self.base_name = model_name or model_path
         self.model_names = (*adapters, self.base_name)
@@ -163,22 +172,32 @@ class TransformersEngine:
         """Reuse the key-value cache of recurring prompt starts (`_shared_prefix`); off, every prompt is prefilled
         whole (the reference path the tests compare against)."""
         self._prefixes = PrefixCache()
-        self._last_prompt: dict[str, list[int]] = {}
+        self._recent: dict[str, list[list[int]]] = {}
+        """model name -> its last few prompts, to see which starts recur."""
+        self._stopping: dict[tuple[str, ...], object] = {}
+
+    @property
+    def numerics(self) -> str:
+        """How the scores are computed (dtype, adapters merged or beside the weights): they differ in the last bits."""
+        return f"{self.dtype}{' merged' if self.merged else ''}"
 
     def using(self, model_name: str) -> TransformersEngine:
         return engine_view(self, model_name)
 
     @contextmanager
-    def _active_model(self) -> Iterator[None]:
-        """Inside the lock: the adapter of `model_name` switched on, or every adapter off for the base model."""
-        if not self.adapters:
-            yield
+    def _active_model(self) -> Iterator[object]:
+        """Inside the lock: the module that answers as `model_name`: its merged copy, or the model with its adapter
+        switched on, or with every adapter off for the base model."""
+        if self.model_name in self._merged_models:
+            yield self._merged_models[self.model_name]
+        elif not self.adapters or self.merged:
+            yield self.model
         elif self.model_name in self.adapters:
             self.model.set_adapter(self.model_name)
-            yield
+            yield self.model
         else:
             with self.model.disable_adapter():
-                yield
+                yield self.model
 
     def _encode_prompt(self, messages: Sequence[BaseMessage]) -> list[int]:
         return encode_chat(self.tokenizer, messages)
@@ -192,22 +211,32 @@ class TransformersEngine:
         computes what it would alone."""
         torch = self._torch
         prompts = [self._encode_prompt(c) for c in conversations]
-        stopping = {"stop_strings": list(stop), "tokenizer": self.tokenizer} if stop else {}
+        stopping = {"stopping_criteria": self._stop_criteria(tuple(stop))} if stop else {}
         pad = self.tokenizer.pad_token_id
-        with self._lock, self._active_model(), torch.inference_mode(), _as_engine_error("generate"):
-            shared, cache = self._shared_prefix(prompts)
+        with self._lock, self._active_model() as model, torch.inference_mode(), _as_engine_error("generate"):
+            shared, cache, recurring = self._shared_prefix(model, prompts)
+            self._keep(prompts[0], recurring, cache)
+            self._keep(prompts[0], shared, cache)
             rests = [ids[shared:] for ids in prompts]
             width = max(len(rest) for rest in rests)
             rows = [prompts[0][:shared] + [pad] * (width - len(rest)) + rest for rest in rests]
             mask = [[1] * shared + [0] * (width - len(rest)) + [1] * len(rest) for rest in rests]
             if cache is not None:
                 cache.batch_repeat_interleave(len(rows))
-            output = self.model.generate(input_ids=torch.tensor(rows, device=self.device),
-                                         attention_mask=torch.tensor(mask, device=self.device),
-                                         past_key_values=cache, max_new_tokens=max_new_tokens, do_sample=False,
-                                         pad_token_id=pad, **stopping)
+            output = model.generate(input_ids=torch.tensor(rows, device=self.device),
+                                    attention_mask=torch.tensor(mask, device=self.device), past_key_values=cache,
+                                    max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, **stopping)
         new_tokens = output[:, shared + width:]
         return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+
+    def _stop_criteria(self, stop: tuple[str, ...]):
+        """transformers' stop-string criterion, built once per set of stop strings: building it scans the whole
+        vocabulary (0.85 s for SmolLM2's, every call, measured), using it is cheap and keeps no state."""
+        if stop not in self._stopping:
+            from transformers import StoppingCriteriaList, StopStringCriteria
+
+            self._stopping[stop] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stop))])
+        return self._stopping[stop]
 
     def score_choices(self, messages: Sequence[BaseMessage], prefix: str, choices: Sequence[str]) -> list[float]:
         """Log-probability of each choice (e.g. an item id plus its closing quote) after prompt + prefix.
@@ -221,49 +250,67 @@ class TransformersEngine:
         context = self._encode_prompt(messages) + self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
         encoded = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
         packed, positions, mask = pack_choices(len(context), encoded, torch)
-        with self._lock, self._active_model(), torch.inference_mode(), _as_engine_error("score"):
+        with self._lock, self._active_model() as model, torch.inference_mode(), _as_engine_error("score"):
             device = self.device
-            shared, cache = self._shared_prefix([context])
-            out = self.model(torch.tensor([context[shared:]], device=device), past_key_values=cache, use_cache=True,
-                             logits_to_keep=1)
-            follow = self.model(torch.tensor([packed], device=device), past_key_values=out.past_key_values,
-                                attention_mask=mask.to(device), position_ids=torch.tensor([positions], device=device),
-                                use_cache=False)
+            shared, cache, recurring = self._shared_prefix(model, [context])
+            out = model(torch.tensor([context[shared:]], device=device), past_key_values=cache, use_cache=True,
+                        logits_to_keep=1)
+            self._keep(context, recurring, out.past_key_values)  # before the choices are appended to it
+            follow = model(torch.tensor([packed], device=device), past_key_values=out.past_key_values,
+                           attention_mask=mask.to(device), position_ids=torch.tensor([positions], device=device),
+                           use_cache=False)
             scores = choice_logprobs(out.logits[0, -1], follow.logits[0], encoded, torch)
         return [score.item() for score in scores]
 
-    def _shared_prefix(self, prompts: list[list[int]]):
-        """(length, key-value cache) of the start that all `prompts` share, computed: from the prefix cache as far
-        as it holds it, the rest prefilled now. A start that recurs (shared with the previous prompt of this model,
-        or by every prompt of a batch) of at least `MIN_SHARED_PREFIX` tokens is kept for later calls. (0, None)
-        when prefix caching is off or too little is shared. Every prompt keeps at least its last token to compute."""
+    def _shared_prefix(self, model, prompts: list[list[int]]):
+        """(length, key-value cache, recurring): the start that every prompt of the call shares, as far as the
+        prefix cache holds it; for a batch, the rest of the shared start is prefilled now, once for every row.
+        `recurring` is how far the call's start recurs (shared with one of this model's last few prompts: a
+        template's fixed part); the caller keeps that much with `_keep` once its cache covers it.
+        (0, None, 0) when prefix caching is off. Every prompt keeps its last token to compute."""
         if not self.prefix_caching:
-            return 0, None
-        previous = self._last_prompt.get(self.model_name, [])
-        self._last_prompt[self.model_name] = prompts[-1]
-        others = prompts[1:] if len(prompts) > 1 else [previous]
-        shared = min(min(common_length(prompts[0], other) for other in others), *(len(ids) - 1 for ids in prompts))
-        known, cache = self._prefixes.longest(self.model_name, prompts[0][:shared])
-        if shared < MIN_SHARED_PREFIX and cache is None:
-            return 0, None
-        if shared > known:
-            ids = self._torch.tensor([prompts[0][known:shared]], device=self.device)
-            cache = self.model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1).past_key_values
-            if shared >= MIN_SHARED_PREFIX:
-                self._prefixes.keep(self.model_name, prompts[0][:shared], cache)
-        return shared, cache
+            return 0, None, 0
+        common = min(len(ids) - 1 for ids in prompts)
+        for other in prompts[1:]:
+            common = min(common, common_length(prompts[0], other))
+        recent = self._recent.setdefault(self.model_name, [])
+        recurring = min(common, max((common_length(prompts[0], other) for other in recent), default=0))
+        recent.insert(0, prompts[0])
+        del recent[RECENT_PROMPTS:]
+        known, cache = self._prefixes.longest(self.model_name, prompts[0][:common])
+        if len(prompts) > 1 and common > known and common >= MIN_SHARED_PREFIX:
+            ids = self._torch.tensor([prompts[0][known:common]], device=self.device)
+            cache = model(ids, past_key_values=cache, use_cache=True, logits_to_keep=1).past_key_values
+            known = common
+        return known, cache, recurring
+
+    def _keep(self, prompt: list[int], end: int, cache) -> None:
+        """Keep the cache of `prompt`'s first `end` tokens (`cache` covers at least them) unless too short or kept."""
+        if self.prefix_caching and cache is not None and cache.get_seq_length() >= end >= MIN_SHARED_PREFIX:
+            if self._prefixes.longest(self.model_name, prompt[:end], copy_cache=False)[0] < end:
+                self._prefixes.keep(self.model_name, prompt[:end], cache)
+
+
+def _merged(model_path: str, adapter_path: str, torch, dtype: str):
+    """The base model with a LoRA adapter merged into its weights: merged in float32, then cast to `dtype` (merging in
+    bfloat16 would round the adapter's small updates twice)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+    return PeftModel.from_pretrained(model, adapter_path).merge_and_unload().to(getattr(torch, dtype))
 
 
 class PrefixCache:
     """Key-value caches of prompt starts that recur (each template's fixed instructions, the lines a batch of
-    explanation prompts share), per model; the least recently used goes first. `longest` hands out a copy: the
-    model appends to the cache it is given."""
+    explanation prompts share), per model; the least recently used goes first. Each is its own copy: `longest`
+    hands out a copy (the model appends to the cache it is given), `keep` stores one cut to the start's length."""
 
     def __init__(self, entries: int = 8) -> None:
         self.entries = entries
         self._caches: OrderedDict[tuple[str, tuple[int, ...]], object] = OrderedDict()
 
-    def longest(self, model_name: str, ids: Sequence[int]) -> tuple[int, object | None]:
+    def longest(self, model_name: str, ids: Sequence[int], copy_cache: bool = True) -> tuple[int, object | None]:
         """(length, a copy of its cache) of the longest kept start of `ids`; (0, None) when none is kept."""
         best = None
         for key in self._caches:
@@ -273,10 +320,14 @@ class PrefixCache:
         if best is None:
             return 0, None
         self._caches.move_to_end(best)
-        return len(best[1]), copy.deepcopy(self._caches[best])
+        return len(best[1]), copy.deepcopy(self._caches[best]) if copy_cache else self._caches[best]
 
     def keep(self, model_name: str, ids: Sequence[int], cache) -> None:
-        self._caches[(model_name, tuple(ids))] = copy.deepcopy(cache)
+        """Keep the first len(ids) positions of `cache` (which may hold more) as the cache of `ids`."""
+        kept = copy.deepcopy(cache)
+        if kept.get_seq_length() > len(ids):
+            kept.crop(len(ids) - kept.get_seq_length())  # a negative count: drop that many from the end
+        self._caches[(model_name, tuple(ids))] = kept
         while len(self._caches) > self.entries:
             self._caches.popitem(last=False)
 

@@ -56,8 +56,9 @@ class ScoreCachingEngine:
 
     def _key(self, messages, prefix: str, choices: Sequence[str]) -> str:
         model = self._engine.model_name
-        text = json.dumps([model, self._weights.get(model, ""), [[type(m).__name__, str(m.content)] for m in messages],
-                           prefix, list(choices)])
+        numerics = getattr(self._engine, "numerics", "")  # bfloat16 / merged weights move the last bits
+        text = json.dumps([model, self._weights.get(model, ""), numerics,
+                           [[type(m).__name__, str(m.content)] for m in messages], prefix, list(choices)])
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _read(self) -> None:

@@ -7,7 +7,7 @@ import torch
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from agent.config import Settings
-from agent.engines import TransformersEngine, pick_dtype
+from agent.engines import MIN_SHARED_PREFIX, PrefixCache, TransformersEngine, common_length, pick_dtype
 from agent.models import resolve_llm
 
 pytestmark = pytest.mark.slow
@@ -118,7 +118,26 @@ def test_the_prefix_cache_and_the_batch_give_what_one_prompt_at_a_time_gives(eng
     assert engine._prefixes.longest(engine.model_name, engine._encode_prompt(explain[0]))[0] >= 100
 
 
-def test_in_bfloat16_the_cached_ranking_is_the_same(auto_engine):
+def test_a_template_start_is_reused_when_turns_alternate_between_templates(engine):
+    """A turn scores a rank prompt, then generates explanations, then the next turn scores a rank prompt again: the
+    rank template's fixed start is kept and reused although the prompt just before was another template's."""
+    rank, explain = template_prompts()
+    engine._prefixes = PrefixCache()
+    engine._recent.clear()
+    choices = [f'{100 + k}"' for k in range(8)]
+    for messages in (rank[0], explain, rank[1], explain, rank[0]):
+        if messages is explain:
+            engine.generate(explain, max_new_tokens=4)
+        else:
+            engine.score_choices(messages, '{"ranking": ["', choices)
+    kept, _ = engine._prefixes.longest(engine.model_name, engine._encode_prompt(rank[0]))
+    fixed = common_length(engine._encode_prompt(rank[0]), engine._encode_prompt(rank[1]))
+    assert kept >= fixed >= MIN_SHARED_PREFIX
+
+
+def test_in_bfloat16_the_cached_ranking_is_the_same_but_for_near_ties(auto_engine):
+    """bfloat16 keeps ~3 significant digits and its last bits depend on where a prefill is split, so a score moves
+    by up to ~0.3 with the prefix cache: two candidates further apart than that keep their order."""
     rank, _ = template_prompts()
     choices = [f'{100 + k}"' for k in range(8)]
     auto_engine.prefix_caching = False
@@ -126,5 +145,8 @@ def test_in_bfloat16_the_cached_ranking_is_the_same(auto_engine):
     auto_engine.prefix_caching = True
     cached = [auto_engine.score_choices(messages, '{"ranking": ["', choices) for messages in rank * 2]
     for one, other in zip(cached, alone * 2, strict=True):
-        assert sorted(range(8), key=lambda k: -one[k]) == sorted(range(8), key=lambda k: -other[k])
-        assert one == pytest.approx(other, abs=0.5)  # bfloat16 keeps ~3 significant digits
+        assert one == pytest.approx(other, abs=0.5)
+        for a in range(8):
+            for b in range(8):
+                if other[a] > other[b] + 0.5:
+                    assert one[a] > one[b]

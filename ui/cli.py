@@ -127,9 +127,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings = _settings(args)
     settings.db_path = settings.cache_dir / "bench-sessions.sqlite3"  # keep benchmark sessions apart
     settings.prefix_cache = settings.prefix_cache and not args.no_prefix_cache
+    settings.merge_adapters = settings.merge_adapters and not args.no_merge
     recommender, _ = build_recommender(settings, progress=True)
     report = measure_turn_latency(recommender, sessions=args.sessions, warmup=args.warmup, turns=args.turns)
     report["prefix_cache"] = getattr(recommender.engine, "prefix_caching", None)
+    report["adapters_merged"] = getattr(recommender.engine, "merged", None)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 
@@ -415,6 +417,8 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", action="store_true", help="print the report as one JSON object")
     bench.add_argument("--no-prefix-cache", action="store_true",
                        help="prefill every prompt whole (the transformers engine's reference path, for comparison)")
+    bench.add_argument("--no-merge", action="store_true",
+                       help="run the adapter beside the weights instead of merged into them (for comparison)")
     bench.add_argument("--ui", metavar="URL", help="time the script through a running web chat (`convrec ui`) instead")
     serve = command("serve", cmd_serve, "the OpenAI-compatible HTTP API")
     serve.add_argument("--host", default="127.0.0.1")

@@ -86,7 +86,7 @@ def load_engine(settings: Settings, adapters: dict[str, str]) -> ChatEngine:
                           seed=settings.seed)
     return TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
                               prefix_caching=settings.prefix_cache,
-                              merge_adapters=settings.merge_adapters)
+                              merge_adapters=settings.merge_adapters, prompt_lookup=settings.prompt_lookup)
 
 
 def build_recommender(settings: Settings, *, progress: bool = False,

@@ -68,6 +68,9 @@ class Settings:
     merge_adapters: bool = True
     """The transformers engine serves each adapter merged into a copy of the weights, a fifth faster than the adapter
     beside them (env CONVREC_MERGE_ADAPTERS=0, flag --no-merge: the adapter beside the weights, as trained)."""
+    prompt_lookup: bool = True
+    """The transformers engine's decoding checks the tokens that followed a row's latest tokens in its own prompt, so
+    copied facts cost fewer steps; the text is the same (env CONVREC_PROMPT_LOOKUP=0, flag --no-prompt-lookup)."""
     embedding_model: str = DEFAULT_EMBEDDER
     """Sentence embedder: the packaged default, a local folder or a hub id (flag --embedding-model)."""
     n: int = 5
@@ -111,6 +114,8 @@ class Settings:
             settings.prefix_cache = os.environ.get("CONVREC_PREFIX_CACHE", "1") != "0"
         if "merge_adapters" not in given:
             settings.merge_adapters = os.environ.get("CONVREC_MERGE_ADAPTERS", "1") != "0"
+        if "prompt_lookup" not in given:
+            settings.prompt_lookup = os.environ.get("CONVREC_PROMPT_LOOKUP", "1") != "0"
         settings.data_dir = Path(settings.data_dir)
         settings.cache_dir = Path(settings.cache_dir)
         settings.index_dir = Path(settings.index_dir or os.environ.get("CONVREC_INDEX_DIR")

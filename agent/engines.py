@@ -26,11 +26,13 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Protocol, runtime_checkable
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+
+from agent.decoding import decode
 
 
 class EngineError(RuntimeError):
@@ -135,7 +137,7 @@ class TransformersEngine:
 
     def __init__(self, model_path: str, *, adapters: Mapping[str, str] | None = None, threads: int | None = None,
                  model_name: str | None = None, dtype: str = "auto", prefix_caching: bool = True,
-                 merge_adapters: bool = True) -> None:
+                 merge_adapters: bool = True, prompt_lookup: bool = True) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -171,10 +173,12 @@ class TransformersEngine:
         self.prefix_caching = prefix_caching
         """Reuse the key-value cache of recurring prompt starts (`_shared_prefix`); off, every prompt is prefilled
         whole (the reference path the tests compare against)."""
+        self.prompt_lookup = prompt_lookup
+        """Decoding checks the tokens that followed the row's latest tokens in its own prompt (agent/decoding.py);
+        off, one token per step (the reference path)."""
         self._prefixes = PrefixCache()
         self._recent: dict[str, list[list[int]]] = {}
         """model name -> its last few prompts, to see which starts recur."""
-        self._stopping: dict[tuple[str, ...], object] = {}
 
     @property
     def numerics(self) -> str:
@@ -208,10 +212,9 @@ class TransformersEngine:
 
         The prompts' common start is prefilled once (or comes from the prefix cache), then each row runs as
         [common start][padding][its own rest]: the padding is masked and the positions skip it, so every row
-        computes what it would alone."""
+        computes what it would alone. Decoding checks the tokens each row's own prompt proposes (agent/decoding.py)."""
         torch = self._torch
         prompts = [self._encode_prompt(c) for c in conversations]
-        stopping = {"stopping_criteria": self._stop_criteria(tuple(stop))} if stop else {}
         pad = self.tokenizer.pad_token_id
         with self._lock, self._active_model() as model, torch.inference_mode(), _as_engine_error("generate"):
             shared, cache, recurring = self._shared_prefix(model, prompts)
@@ -221,22 +224,25 @@ class TransformersEngine:
             width = max(len(rest) for rest in rests)
             rows = [prompts[0][:shared] + [pad] * (width - len(rest)) + rest for rest in rests]
             mask = [[1] * shared + [0] * (width - len(rest)) + [1] * len(rest) for rest in rests]
-            if cache is not None:
-                cache.batch_repeat_interleave(len(rows))
-            output = model.generate(input_ids=torch.tensor(rows, device=self.device),
-                                    attention_mask=torch.tensor(mask, device=self.device), past_key_values=cache,
-                                    max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, **stopping)
-        new_tokens = output[:, shared + width:]
-        return [t.strip() for t in self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)]
+            texts = decode(model, torch, rows, mask, cache, skip=shared, max_new_tokens=max_new_tokens,
+                           finished=self._end_of_text(model, tuple(stop)), lookup=self.prompt_lookup)
+        return [t.strip() for t in self.tokenizer.batch_decode(texts, skip_special_tokens=True)]
 
-    def _stop_criteria(self, stop: tuple[str, ...]):
-        """transformers' stop-string criterion, built once per set of stop strings: building it scans the whole
-        vocabulary (0.85 s for SmolLM2's, every call, measured), using it is cheap and keeps no state."""
-        if stop not in self._stopping:
-            from transformers import StoppingCriteriaList, StopStringCriteria
+    def _end_of_text(self, model, stop: tuple[str, ...]) -> Callable[[list[int]], int | None]:
+        """How many of a row's new tokens to keep once it is done: up to its end token (dropped), or to the first
+        token that completes a stop string (kept); None while it goes on."""
+        ends = model.generation_config.eos_token_id
+        ends = set(ends if isinstance(ends, list) else [ends]) | {self.tokenizer.eos_token_id}
 
-            self._stopping[stop] = StoppingCriteriaList([StopStringCriteria(self.tokenizer, list(stop))])
-        return self._stopping[stop]
+        def finished(tokens: list[int]) -> int | None:
+            end = next((i for i, token in enumerate(tokens) if token in ends), None)
+            text = self.tokenizer.decode(tokens[:end], skip_special_tokens=True)
+            if stop and any(s in text for s in stop):
+                return next(n for n in range(1, len(tokens) + 1)
+                            if any(s in self.tokenizer.decode(tokens[:n], skip_special_tokens=True) for s in stop))
+            return end
+
+        return finished
 
     def score_choices(self, messages: Sequence[BaseMessage], prefix: str, choices: Sequence[str]) -> list[float]:
         """Log-probability of each choice (e.g. an item id plus its closing quote) after prompt + prefix.

@@ -100,15 +100,15 @@ def template_prompts() -> tuple[list, list]:
 
 def test_the_prefix_cache_and_the_batch_give_what_one_prompt_at_a_time_gives(engine):
     """The rank prompts' and the explanation prompts' shared starts are computed once (prefix cache) and the
-    explanations are generated as one batch: in float32, the same ranking, the same scores and the same greedy text
-    as every prompt alone, prefilled whole. (In bfloat16 the last bits depend on the shapes computed, for the old
-    left-padded batch too, so a greedy text can differ where two tokens tie: see the next test.)"""
+    explanations are generated as one batch, with prompt lookup: in float32, the same ranking, the same scores and
+    the same greedy text as every prompt alone, prefilled whole and decoded one token per step. (In bfloat16 the last
+    bits depend on the shapes computed, so a greedy text can differ where two tokens tie: see the bfloat16 test.)"""
     rank, explain = template_prompts()
     choices = [f'{100 + k}"' for k in range(8)]
-    engine.prefix_caching = False
+    engine.prefix_caching, engine.prompt_lookup = False, False
     alone_scores = [engine.score_choices(messages, '{"ranking": ["', choices) for messages in rank]
     alone_texts = [engine.generate([messages], max_new_tokens=32, stop=(".",))[0] for messages in explain]
-    engine.prefix_caching = True
+    engine.prefix_caching, engine.prompt_lookup = True, True
     for _ in range(2):  # the second time from the prefix cache
         scores = [engine.score_choices(messages, '{"ranking": ["', choices) for messages in rank]
         assert engine.generate(explain, max_new_tokens=32, stop=(".",)) == alone_texts
@@ -116,6 +116,22 @@ def test_the_prefix_cache_and_the_batch_give_what_one_prompt_at_a_time_gives(eng
             assert sorted(range(8), key=lambda k: -cached[k]) == sorted(range(8), key=lambda k: -alone[k])
             assert cached == pytest.approx(alone, abs=1e-4)
     assert engine._prefixes.longest(engine.model_name, engine._encode_prompt(explain[0]))[0] >= 100
+
+
+def test_decoding_writes_what_transformers_generate_writes_one_prompt_at_a_time(engine):
+    """The batch with the prefix cache and prompt lookup (agent/decoding.py) against transformers' own greedy
+    `generate`, one prompt at a time, with its stop-string criterion: the same text."""
+    _, explain = template_prompts()
+    prompts = [*explain, [HumanMessage("Write three sentences about cats.")]]
+    tokenizer = engine.tokenizer
+    expected = []
+    for messages in prompts:
+        ids = torch.tensor([engine._encode_prompt(messages)])
+        out = engine.model.generate(ids, max_new_tokens=40, do_sample=False, stop_strings=["."], tokenizer=tokenizer,
+                                    pad_token_id=tokenizer.pad_token_id)
+        expected.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+    assert engine.generate(prompts, max_new_tokens=40, stop=(".",)) == expected
+    assert any(text.endswith(".") for text in expected)  # the stop string ended some, max_new_tokens others
 
 
 def test_a_template_start_is_reused_when_turns_alternate_between_templates(engine):

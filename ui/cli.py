@@ -128,10 +128,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     settings.db_path = settings.cache_dir / "bench-sessions.sqlite3"  # keep benchmark sessions apart
     settings.prefix_cache = settings.prefix_cache and not args.no_prefix_cache
     settings.merge_adapters = settings.merge_adapters and not args.no_merge
+    settings.prompt_lookup = settings.prompt_lookup and not args.no_prompt_lookup
     recommender, _ = build_recommender(settings, progress=True)
     report = measure_turn_latency(recommender, sessions=args.sessions, warmup=args.warmup, turns=args.turns)
     report["prefix_cache"] = getattr(recommender.engine, "prefix_caching", None)
     report["adapters_merged"] = getattr(recommender.engine, "merged", None)
+    report["prompt_lookup"] = getattr(recommender.engine, "prompt_lookup", None)
     print(json.dumps(report) if args.json else format_report(report))
     return 0
 
@@ -419,6 +421,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="prefill every prompt whole (the transformers engine's reference path, for comparison)")
     bench.add_argument("--no-merge", action="store_true",
                        help="run the adapter beside the weights instead of merged into them (for comparison)")
+    bench.add_argument("--no-prompt-lookup", action="store_true",
+                       help="decode one token per step, no proposals from the prompt (for comparison)")
     bench.add_argument("--ui", metavar="URL", help="time the script through a running web chat (`convrec ui`) instead")
     serve = command("serve", cmd_serve, "the OpenAI-compatible HTTP API")
     serve.add_argument("--host", default="127.0.0.1")

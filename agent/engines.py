@@ -154,7 +154,7 @@ class TransformersEngine:
         self.merged = merge_adapters and bool(adapters)
         """Each adapter served merged into its own copy of the weights: a fifth less compute per token than the
         adapter beside them (eval/engine_profile.py), one more copy of the model in memory per adapter."""
-        self._merged_models = {name: _merged(model_path, path, torch, self.dtype).to(self.device).eval()
+        self._merged_models = {name: merged_model(model_path, path, self.dtype).to(self.device).eval()
                                for name, path in adapters.items()} if self.merged else {}
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=getattr(torch, self.dtype))
         for position, (name, path) in enumerate(adapters.items() if not self.merged else ()):
@@ -297,9 +297,10 @@ class TransformersEngine:
                 self._prefixes.keep(self.model_name, prompt[:end], cache)
 
 
-def _merged(model_path: str, adapter_path: str, torch, dtype: str):
+def merged_model(model_path: str, adapter_path: str, dtype: str):
     """The base model with a LoRA adapter merged into its weights: merged in float32, then cast to `dtype` (merging in
     bfloat16 would round the adapter's small updates twice)."""
+    import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 

@@ -1,6 +1,6 @@
 """Where a transformers-engine turn spends its time on this CPU: one prefill of a rank-sized prompt and one decode step
-of a five-row explanation batch, for the base model, the base model with the LoRA adapter (as served) and the
-adapter merged into the weights.
+of a five-row explanation batch, for the base model, the base model with the LoRA adapter beside the weights
+(`--no-merge`) and the adapter merged into a copy of them (as served by default).
 
     python -m eval.engine_profile [--adapter finetune/adapters/convrec-redial-lora] [--dtype auto] [--json]
 
@@ -11,13 +11,12 @@ best of 3 prefills / the median of 10 decode steps, after one unmeasured pass.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import time
 
 from agent.config import Settings
-from agent.engines import TransformersEngine
+from agent.engines import TransformersEngine, merged_model
 from agent.models import resolve_llm
 from eval.latency import cpu_description
 
@@ -56,14 +55,15 @@ def main() -> None:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     settings = Settings.from_env()
-    engine = TransformersEngine(resolve_llm(settings.model, settings.cache_dir), adapters={"lora": args.adapter},
-                                dtype=args.dtype)  # the adapter loaded as `convrec serve` loads it
+    model_path = resolve_llm(settings.model, settings.cache_dir)
+    engine = TransformersEngine(model_path, adapters={"lora": args.adapter}, dtype=args.dtype,
+                                merge_adapters=False)  # the adapter beside the weights, as `--no-merge` serves it
     report = {"cpu": cpu_description(), "dtype": engine.dtype, "threads": torch.get_num_threads(),
               "prompt_tokens": PROMPT_TOKENS, "decode_batch": BATCH}
     with engine.model.disable_adapter():
         report["base"] = profile(engine.model, torch)
     report["lora"] = profile(engine.model, torch)
-    report["merged"] = profile(copy.deepcopy(engine.model).merge_and_unload(), torch)
+    report["merged"] = profile(merged_model(model_path, args.adapter, engine.dtype).eval(), torch)  # as served
     if args.json:
         print(json.dumps(report))
         return

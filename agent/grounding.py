@@ -70,6 +70,7 @@ another title anywhere else ("The Matrix is a war film", said of Saving Private 
 class Claim:
     kind: str  # person | director | starring | writer | genre | year | decade | country | language | movie
     #            (a comparison: "like <movie>") | movie_named (another title named any other way) | unverified
+    #            | misspelt_title (a title written with letters changed: never the item's or a liked movie's)
     value: str
 
 
@@ -136,14 +137,20 @@ class FactChecker:
     def check(self, text: str, item: Item, state: SessionState) -> ClaimCheck:
         """Sort the claims of `text` into supported and unsupported; words no fact licenses are unsupported too."""
         supported, unsupported = [], []
-        itself = {m.item_id for m in self.matcher.find(text) if self._names_the_item(text, m, item)}
+        mentions = self.matcher.find(text)
+        misspelt = [m for m in mentions if m.edits]  # "The Exorcism (1973)" read as The Exorcist: a wrong title
+        unsupported += [Claim("misspelt_title", m.surface) for m in misspelt]
+        mentions = [m for m in mentions if not m.edits]
+        itself = {m.item_id for m in mentions if self._names_the_item(text, m, item)}
+        unsupported += [Claim("year", year) for m in mentions if self._same_title(m, item)
+                        and (year := _written_year(text, m, item.title)) and year != str(item.year)]  # "Inception (1999)"
         for claim in self.find_claims(text):
             if claim.kind in ("movie", "movie_named") and (claim.value in itself
                                                             or _is_the_item(claim.value, item, self.catalog)):
                 continue  # naming the item itself cites no fact
             (supported if _supports(claim, item, state, self.catalog) else unsupported).append(claim)
         licensed = CONNECTIVES | self._licensed_words(item, state)
-        for word in dict.fromkeys(_WORD.findall(_blank_titles(text, self.matcher.find(text)).casefold())):
+        for word in dict.fromkeys(_WORD.findall(_blank_titles(text, mentions).casefold())):
             parts = [p for p in word.split("-") if p.strip("'")]
             if parts and word not in licensed and not all(p in licensed or _YEAR.fullmatch(p) for p in parts):
                 unsupported.append(Claim("unverified", word))
@@ -152,12 +159,12 @@ class FactChecker:
     def _names_the_item(self, text: str, mention, item: Item) -> bool:
         """A mention of the item's own title ("Ghostbusters" for Ghostbusters (2016), which the matcher may read as
         the 1984 film), unless a different year is written with it."""
+        written = _written_year(text, mention, item.title)
+        return self._same_title(mention, item) and (not written or written == str(item.year))
+
+    def _same_title(self, mention, item: Item) -> bool:
         other = self.catalog.get(mention.item_id)
-        if other is None or other.title.casefold() != item.title.casefold():
-            return False
-        after = _YEAR_AFTER_TITLE.match(text, mention.end)
-        written = _YEAR.findall(mention.surface + (after.group(0) if after else ""))
-        return not written or written[0] == str(item.year)
+        return other is not None and other.title.casefold() == item.title.casefold()
 
     def _licensed_words(self, item: Item, state: SessionState) -> set[str]:
         """Words of the item's facts and title, the titles the user liked, and the genre words its genres allow."""
@@ -168,6 +175,14 @@ class FactChecker:
         if item.year:
             words |= {f"{item.year % 100 // 10}0s", f"{item.year // 10}0s", f"'{item.year % 100 // 10}0s"}
         return words
+
+
+def _written_year(text: str, mention, title: str) -> str | None:
+    """The year written with a title mention, in it or right after it ("Heat (1995)", "Heat 1995"; not the 2001 of
+    "2001: A Space Odyssey", which is part of the title), else None."""
+    after = _YEAR_AFTER_TITLE.match(text, mention.end)
+    written = [y for y in _YEAR.findall(mention.surface + (after.group(0) if after else "")) if y not in title]
+    return written[0] if written else None
 
 
 def _blank_titles(text: str, mentions: list) -> str:

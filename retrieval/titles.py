@@ -217,6 +217,9 @@ class TitleMention:
     surface: str
     score: float
     """1.0 for an exact title (after normalisation); lower for aliases and typos."""
+    edits: int = 0
+    """Letters changed, added or dropped to match the title: a typo in a user's message, a wrong title in an
+    explanation ("The Exorcism" for The Exorcist)."""
 
 
 @dataclass(frozen=True)
@@ -491,7 +494,7 @@ class TitleMatcher:
         if not strong and not self._written_as_title(cand, form):
             return None
         score = (1.0, 0.95, 0.9)[min(version.kind, 2)] - 0.15 * cand.edits
-        return TitleMention(version.item_id, start, end, text[start:end], round(score, 2))
+        return TitleMention(version.item_id, start, end, text[start:end], round(score, 2), cand.edits)
 
     def _written_as_title(self, cand: _Candidate, form: _TitleForm) -> bool:
         """Without quotes or a year: capitals where the key needs them; lowercase typos in long windows."""

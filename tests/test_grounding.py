@@ -107,3 +107,31 @@ def test_another_title_named_without_a_comparison_is_unsupported(checker, text):
     """Seen with the base model: a liked title used as if it were the item. Only "like <title>" compares."""
     check = checker.check(text, CATALOG[INCEPTION], liked(MATRIX))
     assert not check.grounded and Claim("movie_named", MATRIX) in check.unsupported
+
+
+@pytest.mark.parametrize("text, bad", [
+    ("Inceptoin (2010) is a Sci-Fi film directed by Christopher Nolan.", Claim("misspelt_title", "Inceptoin (2010)")),
+    ("Like The Matrx, which you liked, Inception is a Sci-Fi film.", Claim("misspelt_title", "The Matrx")),
+    ("Inception (2010) is a Sci-Fi film directed by James Cameron.", Claim("director", "James Cameron")),
+    ("Inception is a Sci-Fi film starring Kate Winslet.", Claim("starring", "Kate Winslet")),
+])
+def test_a_wrong_title_or_another_movies_credit_is_rejected(checker, text, bad):
+    """A title written with letters changed (the matcher still reads it as that movie) is a wrong title, not the
+    item's; a person credited on another movie is not credited on this one."""
+    check = checker.check(text, CATALOG[INCEPTION], liked(MATRIX))
+    assert bad in check.unsupported and not check.grounded
+
+
+@pytest.mark.parametrize("text", ["Inception (1999) is a Sci-Fi film directed by Christopher Nolan.",
+                                  "Inception, from 1999, is a Sci-Fi film by Christopher Nolan."])
+def test_a_wrong_year_is_rejected(checker, text):
+    check = checker.check(text, CATALOG[INCEPTION], liked(MATRIX))
+    assert not check.grounded, check
+
+
+def test_a_year_in_the_title_is_not_a_wrong_year():
+    odyssey = Item("m2001", "2001: A Space Odyssey", 1968, genres=("Sci-Fi",), directors=("Stanley Kubrick",))
+    catalog = Catalog({odyssey.item_id: odyssey})
+    check = FactChecker(catalog, TitleMatcher(catalog)).check(
+        "2001: A Space Odyssey (1968) is a Sci-Fi film directed by Stanley Kubrick.", odyssey, liked())
+    assert check.grounded, check.unsupported

@@ -9,7 +9,8 @@
     StructuredEngine (optional)
       generate_structured(messages, schema, max_new_tokens)   greedy text that the engine forces to fit a JSON schema
 
-Implementations: `TransformersEngine` (here: in-process transformers + PEFT, one forward at a time),
+Implementations: `TransformersEngine` (here: in-process transformers, each PEFT adapter merged into a copy of the
+weights, one forward at a time, explanations decoded as a batch with prompt lookup: agent/decoding.py),
 `agent.vllm_engine.VLLMEngine` (in-process vLLM: continuous batching across sessions, LoRA per request, structured
 outputs) and `agent.remote_engine.RemoteEngine` (any OpenAI-compatible server, e.g. `vllm serve`).
 

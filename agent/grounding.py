@@ -142,8 +142,8 @@ class FactChecker:
         unsupported += [Claim("misspelt_title", m.surface) for m in misspelt]
         mentions = [m for m in mentions if not m.edits]
         itself = {m.item_id for m in mentions if self._names_the_item(text, m, item)}
-        unsupported += [Claim("year", year) for m in mentions if self._same_title(m, item)
-                        and (year := _written_year(text, m, item.title)) and year != str(item.year)]  # "Inception (1999)"
+        unsupported += [Claim("year", year) for m in mentions if self._same_title(m, item)  # "Inception (1999)"
+                        and (year := _written_year(text, m, item.title)) and year != str(item.year)]
         for claim in self.find_claims(text):
             if claim.kind in ("movie", "movie_named") and (claim.value in itself
                                                             or _is_the_item(claim.value, item, self.catalog)):

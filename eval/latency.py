@@ -116,8 +116,10 @@ def measure_ui_latency(url: str, *, sessions: int = 2, warmup: int = 1, ready_ti
         started = time.perf_counter()
         job = client.submit(text, history, api_name="/chat")
         first = None
-        for _, *rest in job:  # every streamed update, as it arrives
-            if first is None and any(isinstance(v, dict) and "### " in str(v.get("value", "")) for v in rest):
+        for update in job:  # every streamed update, as it arrives; the last output is the status line
+            # the first update still shows the previous turn's cards ("Thinking…"): this turn's are on screen
+            # from the update that says "Picked in" (or, when no update came between, "Answering…"/"Answered")
+            if first is None and str(update[-1]).startswith(("Picked in", "Answering", "Answered")):
                 first = time.perf_counter() - started
         outputs = job.result()
         done = time.perf_counter() - started

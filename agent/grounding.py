@@ -101,10 +101,11 @@ class FactChecker:
             self.countries.update({c.casefold(): c for c in item.countries})
             self.languages.update({lang.casefold(): lang for lang in item.languages})
 
-    def find_claims(self, text: str) -> list[Claim]:
+    def find_claims(self, text: str, mentions: list | None = None) -> list[Claim]:
         """Every concrete claim in `text`, in a stable order. A movie title (and the year written after it) is one
-        claim, so words inside "Scary Movie (2000)" claim neither a genre nor a year."""
-        mentions = self.matcher.find(text)
+        claim, so words inside "Scary Movie (2000)" claim neither a genre nor a year. `mentions`: the title matcher's
+        mentions of `text`, when the caller has them already."""
+        mentions = self.matcher.find(text) if mentions is None else mentions
         original, text = text, _blank_titles(text, mentions)
         lowered = text.casefold()
         words = _WORD.findall(lowered)
@@ -137,14 +138,13 @@ class FactChecker:
     def check(self, text: str, item: Item, state: SessionState) -> ClaimCheck:
         """Sort the claims of `text` into supported and unsupported; words no fact licenses are unsupported too."""
         supported, unsupported = [], []
-        mentions = self.matcher.find(text)
-        misspelt = [m for m in mentions if m.edits]  # "The Exorcism (1973)" read as The Exorcist: a wrong title
-        unsupported += [Claim("misspelt_title", m.surface) for m in misspelt]
-        mentions = [m for m in mentions if not m.edits]
+        found = self.matcher.find(text)  # once: the claims and the word check below both use it
+        unsupported += [Claim("misspelt_title", m.surface) for m in found if m.edits]  # "The Exorcism" for The Exorcist
+        mentions = [m for m in found if not m.edits]
         itself = {m.item_id for m in mentions if self._names_the_item(text, m, item)}
         unsupported += [Claim("year", year) for m in mentions if self._same_title(m, item)  # "Inception (1999)"
                         and (year := _written_year(text, m, item.title)) and year != str(item.year)]
-        for claim in self.find_claims(text):
+        for claim in self.find_claims(text, found):
             if claim.kind in ("movie", "movie_named") and (claim.value in itself
                                                             or _is_the_item(claim.value, item, self.catalog)):
                 continue  # naming the item itself cites no fact

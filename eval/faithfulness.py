@@ -9,7 +9,13 @@ languages, and other movies ("like <a movie you liked>"). Reported over all expl
   ("captivating", "award-winning") as claims too;
 - citing_a_fact: share with at least one supported claim;
 - words: mean length in words; distinct_2: distinct word pairs / all word pairs within one list (1.0 = no two
-  explanations of a list repeat a phrase), averaged over lists; empty: share with no text.
+  explanations of a list repeat a phrase), averaged over lists; empty: share with no text;
+- facts_per_explanation: supported claims per explanation;
+- personalisation_rate: of the explanations in sessions with something to be personal about (a liked movie or a
+  request: people, genres, a period), the share that cite a liked movie the pick shares facts with ("like The
+  Matrix"), a person of a liked movie, or what was asked for;
+- asked_fact_citation_rate: of the explanations in sessions that asked for people, genres or a period, the share
+  that cite one of them (a requested person or genre; the year or decade when a period was asked).
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agent.grounding import FactChecker
-from agent.types import SessionState
-from retrieval.catalog import Item
+from agent.grounding import Claim, FactChecker
+from agent.types import Constraints, SessionState
+from retrieval.catalog import Catalog, Item
 
 _WORD = re.compile(r"[\w'-]+")
 
@@ -36,6 +42,10 @@ class ExplanationStats:
     words: int = 0
     distinct_2: list[float] = field(default_factory=list)
     unsupported_examples: list[str] = field(default_factory=list)
+    could_be_personal: int = 0
+    personal: int = 0
+    asked_for_something: int = 0
+    cites_what_was_asked: int = 0
 
     def add(self, explanations: Sequence[str], items: Sequence[Item], state: SessionState,
             checker: FactChecker) -> None:
@@ -52,6 +62,13 @@ class ExplanationStats:
             self.citing += bool(check.supported)
             self.with_unsupported += bool(check.unsupported)
             self.words += len(_WORD.findall(text))
+            asked = cites_what_was_asked(check.supported, state.constraints)
+            if _has_requests(state.constraints):
+                self.asked_for_something += 1
+                self.cites_what_was_asked += asked
+            if state.liked or _has_requests(state.constraints):
+                self.could_be_personal += 1
+                self.personal += asked or cites_liked(check.supported, state, checker.catalog)
             if check.unsupported and len(self.unsupported_examples) < 5:
                 self.unsupported_examples.append(f"{item.label}: {text} "
                                                  f"[unsupported: {', '.join(c.value for c in check.unsupported)}]")
@@ -68,10 +85,39 @@ class ExplanationStats:
             "claims_per_explanation": _share(self.claims, written),
             "with_unsupported": _share(self.with_unsupported, written),
             "citing_a_fact": _share(self.citing, written),
+            "facts_per_explanation": _share(self.supported, written),
+            "personalisation_rate": _share(self.personal, self.could_be_personal),
+            "personal_possible": self.could_be_personal,
+            "asked_fact_citation_rate": _share(self.cites_what_was_asked, self.asked_for_something),
+            "asked_possible": self.asked_for_something,
             "words": _share(self.words, written),
             "distinct_2": round(sum(self.distinct_2) / len(self.distinct_2), 4) if self.distinct_2 else None,
             "unsupported_examples": self.unsupported_examples,
         }
+
+
+PERSON_KINDS = ("person", "director", "starring", "writer")
+
+
+def cites_what_was_asked(supported: Sequence[Claim], constraints: Constraints) -> bool:
+    """A supported claim of a requested person or genre, or of the year / decade when a period was asked for."""
+    period = constraints.min_year is not None or constraints.max_year is not None
+    return any((c.kind in PERSON_KINDS and c.value in constraints.people)
+               or (c.kind == "genre" and c.value in constraints.genres)
+               or (c.kind in ("year", "decade") and period) for c in supported)
+
+
+def cites_liked(supported: Sequence[Claim], state: SessionState, catalog: Catalog) -> bool:
+    """A supported comparison with a liked movie (the checker supports it only when the two share facts), or a
+    person who also made or starred in a liked movie."""
+    liked_people = {p for i in state.liked if i in catalog
+                    for p in (*catalog[i].directors, *catalog[i].cast, *catalog[i].writers)}
+    return any(c.kind == "movie" or (c.kind in PERSON_KINDS and c.value in liked_people) for c in supported)
+
+
+def _has_requests(constraints: Constraints) -> bool:
+    return bool(constraints.people or constraints.genres or constraints.min_year is not None
+                or constraints.max_year is not None)
 
 
 def distinct_n(texts: Sequence[str], n: int) -> float:

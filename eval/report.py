@@ -79,6 +79,19 @@ def build_tables(results: dict) -> list[Table]:
                         "people with their role, genres, years, decades, countries, languages, other movies; an "
                         "explanation with a word no fact licenses counts as having an unsupported claim.",
             examples))
+    personal_rows = [[name, _pct(e.get("model_written_share")), _pct(e["shown"].get("personalisation_rate")),
+                      _pct(e["shown"].get("asked_fact_citation_rate")),
+                      _num(e["shown"].get("facts_per_explanation"), 2)]
+                     for name, r in systems.items() if (e := r.get("explanations")) and e["shown"]["explanations"]]
+    if personal_rows:
+        tables.append(Table(
+            "Explanations users see", ["system", "model-written", "personal", "cite what was asked", "facts each"],
+            personal_rows, "Model-written: the model's own sentence passed the fact check (else one composed from "
+                           "facts is shown). Personal: of explanations in sessions with a liked movie or a request, "
+                           "those citing a liked movie the pick shares facts with, a person of a liked movie, or "
+                           "what was asked. Cite what was asked: of explanations in sessions that asked for people, "
+                           "genres or a period, those citing one of them. Facts each: supported claims per "
+                           "explanation."))
     memory = results.get("memory")
     if memory:
         tables.append(Table(
@@ -86,7 +99,7 @@ def build_tables(results: dict) -> list[Table]:
             [[kind, _num(m["precision"]), _num(m["recall"]), _num(m["f1"]), str(m["predicted"]), str(m["actual"])]
              for kind, m in memory.items() if isinstance(m, dict)],
             f"The session memory at the end of each of {memory['dialogues']} dialogues against the seeker's movie "
-            "form (liked = 1, did not like = 0); micro-averaged."))
+            f"form (liked = 1, did not like = 0); micro-averaged. Messages read by: {memory.get('read_by', '?')}."))
     tables.append(Table(
         "Beyond accuracy", ["system", f"coverage@{TOP}", f"diversity@{TOP}", f"novelty@{TOP}"],
         [[name, _pct(r["beyond"][f"coverage@{TOP}"]), _num(r["beyond"][f"diversity@{TOP}"]),

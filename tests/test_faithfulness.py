@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from agent.grounding import FactChecker
-from agent.types import SessionState
+from agent.types import Constraints, SessionState
 from eval.faithfulness import ExplanationStats, distinct_n
 from retrieval.catalog import load_catalog_file
 from retrieval.titles import TitleMatcher
@@ -45,3 +45,25 @@ def test_distinct_2_is_one_when_no_word_pair_repeats():
     assert distinct_n(["a b c", "d e f"], 2) == 1.0
     assert distinct_n(["a b c", "a b c"], 2) == 0.5
     assert distinct_n(["a", ""], 2) == 0.0
+
+
+def test_personal_explanations_and_citations_of_what_was_asked_are_counted():
+    """Liked Titanic, asked for a 90s Sci-Fi: "like Titanic" for Inception (both star Leonardo DiCaprio) is personal,
+    a Sci-Fi or its year is what was asked, a bare fact that no liked movie shares and nobody asked for is neither."""
+    checker = FactChecker(CATALOG, TitleMatcher(CATALOG))
+    titanic, alien = "tt0120338", "tt0078748"
+    state = SessionState("s", liked=(titanic,), constraints=Constraints(genres=("Sci-Fi",), min_year=1990))
+    stats = ExplanationStats()
+    stats.add(["Inception stars Leonardo DiCaprio, like Titanic.",   # personal: a liked movie's star
+               "The Matrix is a Sci-Fi film.",                        # asked: the genre
+               "The Matrix is a 1999 film.",                          # asked: the period
+               "Alien is directed by Ridley Scott."],                 # neither
+              [CATALOG[INCEPTION], CATALOG[MATRIX], CATALOG[MATRIX], CATALOG[alien]], state, checker)
+    summary = stats.summary()
+    assert summary["supported_claim_rate"] == 1.0
+    assert summary["personalisation_rate"] == 0.75 and summary["personal_possible"] == 4
+    assert summary["asked_fact_citation_rate"] == 0.5 and summary["asked_possible"] == 4
+    assert summary["facts_per_explanation"] == pytest.approx(5 / 4)  # DiCaprio + like Titanic, Sci-Fi, 1999, Scott
+    nothing_asked = ExplanationStats()
+    nothing_asked.add(["Alien is directed by Ridley Scott."], [CATALOG[alien]], SessionState("s"), checker)
+    assert nothing_asked.summary()["personalisation_rate"] is None  # nothing to be personal about

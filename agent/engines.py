@@ -246,11 +246,11 @@ class TransformersEngine:
         return finished
 
     def score_choices(self, messages: Sequence[BaseMessage], prefix: str, choices: Sequence[str]) -> list[float]:
-        """Log-probability of each choice (e.g. an item id plus its closing quote) after prompt + prefix.
+        """Log-probability of each choice (e.g. a candidate's letter, agent/ranking.py) after prompt + prefix.
 
-        Two forward passes whatever the number of choices: one prefill of the shared context (its start from the
-        prefix cache when it recurs), then every choice at once, packed into one sequence whose attention mask lets
-        each choice see the context and itself only.
+        At most two forward passes whatever the number of choices: one prefill of the shared context (its start
+        from the prefix cache when it recurs), then every choice of more than one token at once, packed into one
+        sequence whose attention mask lets each choice see the context and itself only.
         Fine-tuning scores its ranking examples the same way, in one pass (finetune.train.choices_loss).
         """
         torch = self._torch
@@ -263,10 +263,12 @@ class TransformersEngine:
             out = model(torch.tensor([context[shared:]], device=device), past_key_values=cache, use_cache=True,
                         logits_to_keep=1)
             self._keep(context, recurring, out.past_key_values)  # before the choices are appended to it
-            follow = model(torch.tensor([packed], device=device), past_key_values=out.past_key_values,
-                           attention_mask=mask.to(device), position_ids=torch.tensor([positions], device=device),
-                           use_cache=False)
-            scores = choice_logprobs(out.logits[0, -1], follow.logits[0], encoded, torch)
+            follow = out.logits[0, :0]  # one-token choices (the rank prompt's letters) need no second pass
+            if packed:
+                follow = model(torch.tensor([packed], device=device), past_key_values=out.past_key_values,
+                               attention_mask=mask.to(device), position_ids=torch.tensor([positions], device=device),
+                               use_cache=False).logits[0]
+            scores = choice_logprobs(out.logits[0, -1], follow, encoded, torch)
         return [score.item() for score in scores]
 
     def _shared_prefix(self, model, prompts: list[list[int]]):
@@ -352,12 +354,14 @@ def common_length(a: Sequence[int], b: Sequence[int]) -> int:
 
 def pack_choices(context_length: int, encoded: Sequence[Sequence[int]], torch) -> tuple[list[int], list[int], object]:
     """Every choice after one shared context, packed into one sequence: (packed token ids, their position ids, the
-    boolean attention mask of the packed rows over context + packed: the whole context and the choice itself)."""
-    packed = [token for ids in encoded for token in ids]
+    boolean attention mask of the packed rows over context + packed: the whole context and the choice itself).
+    A choice's last token is not packed: nothing reads the logits after it (one-token choices pack nothing)."""
+    inputs = [ids[:-1] for ids in encoded]
+    packed = [token for ids in inputs for token in ids]
     mask = torch.zeros(1, 1, len(packed), context_length + len(packed), dtype=torch.bool)
     mask[..., :context_length] = True
     positions, start = [], 0
-    for ids in encoded:
+    for ids in inputs:
         for j in range(len(ids)):
             mask[0, 0, start + j, context_length + start: context_length + start + j + 1] = True
         positions += range(context_length, context_length + len(ids))
@@ -367,14 +371,14 @@ def pack_choices(context_length: int, encoded: Sequence[Sequence[int]], torch) -
 
 def choice_logprobs(last_context_logits, packed_logits, encoded: Sequence[Sequence[int]], torch) -> list:
     """Each packed choice's log-probability (a 0-d tensor): its first token from the context's last logits, each
-    next one from the logits at the choice's own previous token."""
+    next one from the logits at the choice's own previous token (`pack_choices` packed all but the last)."""
     first = torch.log_softmax(last_context_logits.float(), dim=-1)
-    follow = torch.log_softmax(packed_logits.float(), dim=-1)
+    follow = torch.log_softmax(packed_logits.float(), dim=-1) if len(packed_logits) else None
     scores, start = [], 0
     for ids in encoded:
         score = first[ids[0]]
         for j in range(1, len(ids)):
             score = score + follow[start + j - 1, ids[j]]
         scores.append(score)
-        start += len(ids)
+        start += len(ids) - 1
     return scores

@@ -35,11 +35,11 @@ from agent import memory
 from agent.config import DEFAULT_RETRIEVAL_WEIGHT, Settings
 from agent.engines import ChatEngine, EngineError
 from agent.grounding import ClaimCheck, FactChecker, compose_explanation
-from agent.ranking import rank_candidates
+from agent.ranking import candidate_labels, rank_candidates
+from agent.reactions import ReactionModel, read_message
 from agent.requests import Pool, honour_requests
 from agent.store import SqliteSessionStore
 from agent.types import Candidate, Recommendation, SessionState, Signals, Trace, TurnResult
-from agent.understand import understand
 from prompts import render_prompt
 from retrieval.candidates import CandidateQuery, HybridRetriever
 from retrieval.catalog import Catalog, Item
@@ -67,6 +67,8 @@ class Recommender:
     checker: FactChecker
     retrieval_weights: Mapping[str, float] = field(default_factory=dict)
     """model name -> its calibrated fusion weight (an adapter's training.json); see `retrieval_weight`."""
+    reactions: ReactionModel | None = None
+    """What a reply says of the movies just suggested when it names none of them (agent/reactions.py)."""
 
     @property
     def retrieval_weight(self) -> float:
@@ -89,7 +91,7 @@ class Recommender:
         with self.sessions.locked(session_id):
             with timed_stage(trace, "understand"):
                 state = self.sessions.load(session_id) or SessionState(session_id=session_id)
-                signals = understand(text, state, self.catalog, self.matcher)
+                signals = self.read(text, state)
                 state = memory.update(state, signals)
             ranked = self.rank(state, text, trace)
             unexplained = [Recommendation(i, self.catalog[i].title, self.catalog[i].year, rank, "")
@@ -107,6 +109,11 @@ class Recommender:
                 self.sessions.update_last_turn(recorded, turn=turn)
         trace.timings["total"] = round(time.perf_counter() - started, 4)
         return TurnResult(session_id, reply, tuple(recommendations), recorded, trace)
+
+    def read(self, text: str, state: SessionState) -> Signals:
+        """What the message says (agent/understand.py: titles, opinions, references, constraints); then the reaction
+        model reads what it says of the movies just suggested that it does not name ("sounds good", "seen it")."""
+        return read_message(text, state, self.catalog, self.matcher, self.reactions, self.retriever.embedder)
 
     def _remember(self, state: SessionState, signals: Signals, text: str, recommendations: list[Recommendation],
                   trace: Trace) -> tuple[str, SessionState, dict]:
@@ -247,7 +254,11 @@ def describe_conversation(state: SessionState, text: str) -> str:
 
 
 def describe_candidates(candidates: list[Candidate], catalog: Catalog) -> str:
-    return "\n".join(f"{c.item_id}: {_fact_line(catalog[c.item_id], short=True)}" for c in candidates)
+    """One short line per candidate, named by its letter (the answer names letters; agent/ranking.py maps them
+    back to ids)."""
+    labels = candidate_labels(len(candidates))
+    return "\n".join(f"{label}: {_fact_line(catalog[c.item_id], short=True)}"
+                     for label, c in zip(labels, candidates, strict=True))
 
 
 def compose_reply(signals: Signals, recommendations: list[Recommendation], state: SessionState,
@@ -277,9 +288,9 @@ def _fact_line(item: Item, *, short: bool = False) -> str:
     if item.genres:
         parts.append(", ".join(item.genres[:3]))
     if item.directors:
-        parts.append("directed by " + ", ".join(item.directors[:2]))
+        parts.append("directed by " + ", ".join(item.directors[: 1 if short else 2]))
     if item.cast:
-        parts.append("starring " + ", ".join(item.cast[: 2 if short else 4]))
+        parts.append("starring " + ", ".join(item.cast[: 1 if short else 4]))
     if not short and item.writers:
         parts.append("written by " + ", ".join(item.writers[:2]))
     return "; ".join(parts)

@@ -40,6 +40,8 @@ class Signals:
 
     opinions: tuple[tuple[str, Opinion], ...] = ()
     """(item_id, opinion) for each catalog item the message mentions or refers to, in order."""
+    named: tuple[str, ...] = ()
+    """The items whose title the message writes (the rest of `opinions` are references: "that one", "it")."""
     seen: tuple[str, ...] = ()
     """Items the user says they have already seen (not recommended again)."""
     constraints: Constraints = Constraints()

@@ -174,12 +174,14 @@ def understand(text: str, state: SessionState, catalog: Catalog, matcher: TitleM
         return Signals()
     vocab = _vocab(catalog)
     targets, unmatched = _title_targets(text, state, catalog, matcher)
+    named = tuple(dict.fromkeys(i for t in targets for i in t.item_ids))
     masked = _mask(_lower(text), [(t.start, t.end) for t in targets])
     clauses = _clause_spans(masked)
     targets = _with_references(targets, masked, clauses, state)
     opinions, seen = _judge(targets, masked, clauses)
     return Signals(
         opinions=opinions,
+        named=named,
         seen=seen,
         constraints=_constraints(text, masked, vocab),
         clear_constraints=bool(_CLEAR.search(masked)),

@@ -3,6 +3,9 @@
     VLLMEngine(model_path, adapters={"convrec-redial-lora": "finetune/adapters/..."})
       .generate(conversations, ...)          every conversation is its own request; vLLM batches them with the
                                              requests of every other thread (session) running at the same time
+      .score_choices(messages, prefix, letters)
+                                             each one-token choice's log-probability as the next token (the rank
+                                             prompt's letters): one prefill and one step, prefix cache and all
       .generate_structured(messages, schema) the answer is forced to fit a JSON schema (vLLM structured outputs)
       .using("convrec-redial-lora")          the same engine answering with that adapter (a LoRARequest per request)
 
@@ -30,6 +33,8 @@ from agent.engines import EngineError, encode_chat, engine_view, pick_dtype
 
 PREFIX_BLOCK_TOKENS = 32
 """vLLM's KV-cache block size here: a shared prompt start is reused in whole blocks."""
+MAX_CHOICES = 26
+"""score_choices takes at most this many choices (the rank prompt's letters A-Z)."""
 REQUEST_TIMEOUT_S = 300.0
 """A call waits at most this long for its requests (vLLM queues them when the batch is full)."""
 
@@ -76,7 +81,10 @@ class VLLMEngine:
                                enable_lora=bool(adapters), max_loras=len(adapters) + 1,
                                max_lora_rank=max_lora_rank, disable_log_stats=True,
                                # compact JSON: the xgrammar backend takes this engine-wide, not per request
-                               structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True})
+                               structured_outputs_config={"backend": "xgrammar", "disable_any_whitespace": True},
+                               # score_choices: the log-probabilities of the allowed tokens after the mask that
+                               # allows only them, all of them (a rank prompt names at most 26 candidates)
+                               logprobs_mode="processed_logprobs", max_logprobs=MAX_CHOICES)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
         self._thread.start()
@@ -101,6 +109,20 @@ class VLLMEngine:
         """Greedy continuations; a text ends at its first stop string (kept) or after max_new_tokens."""
         params = self._params(max_new_tokens, stop=list(stop), include_stop_str_in_output=True)
         return self._wait(self._generate_all([encode_chat(self.tokenizer, c) for c in conversations], params))
+
+    def score_choices(self, messages: Sequence[BaseMessage], prefix: str, choices: Sequence[str]) -> list[float]:
+        """Each choice's log-probability as the next token after prompt + prefix, among the choices (vLLM masks
+        every other token and gives the log-probabilities after the mask: the full-vocabulary ones shifted by one
+        constant per prompt, so the order, and the second stage's order, are the transformers engine's). One
+        prefill and one step, with vLLM's prefix cache (a prompt log-probability request would skip that cache).
+        One-token choices only: the rank prompt's letters."""
+        encoded = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in choices]
+        if any(len(ids) != 1 for ids in encoded) or len(encoded) > MAX_CHOICES:
+            raise EngineError(f"vLLM scores up to {MAX_CHOICES} one-token choices (candidate letters), not {choices}")
+        tokens = [ids[0] for ids in encoded]
+        prompt = encode_chat(self.tokenizer, messages) + self.tokenizer(prefix, add_special_tokens=False)["input_ids"]
+        params = self._params(1, allowed_token_ids=tokens, logprobs=len(tokens))
+        return self._wait(self._score_one(prompt, params, tokens))
 
     def generate_structured(self, messages: Sequence[BaseMessage], schema: dict, max_new_tokens: int) -> str:
         """Greedy text that vLLM's structured outputs force to be JSON valid for `schema`."""
@@ -133,6 +155,18 @@ class VLLMEngine:
         return list(await asyncio.gather(*(self._generate_one(ids, params) for ids in prompts)))
 
     async def _generate_one(self, prompt_ids: list[int], params) -> str:
+        return (await self._final_output(prompt_ids, params)).text.strip()
+
+    async def _score_one(self, prompt_ids: list[int], params, tokens: list[int]) -> list[float]:
+        output = await self._final_output(prompt_ids, params)
+        step = output.logprobs[0] if output.logprobs else {}
+        missing = [t for t in tokens if t not in step]
+        if missing:
+            raise EngineError(f"vLLM left out the log-probabilities of tokens {missing}")
+        return [step[t].logprob for t in tokens]
+
+    async def _final_output(self, prompt_ids: list[int], params):
+        """The request's finished completion (its text, and log-probabilities when asked for)."""
         from vllm.inputs import TokensPrompt
 
         final = None
@@ -142,7 +176,7 @@ class VLLMEngine:
             final = output
         if final is None or not final.outputs:
             raise EngineError("vLLM returned no output")
-        return final.outputs[0].text.strip()
+        return final.outputs[0]
 
     def _wait(self, work: Coroutine, timeout: float = REQUEST_TIMEOUT_S):
         """Run `work` on the engine's loop from this (non-loop) thread and wait for its result."""

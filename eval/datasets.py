@@ -21,16 +21,19 @@ import json
 import re
 import time
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent import memory
-from agent.types import SessionState
+from agent.types import SessionState, Signals
 from agent.understand import understand
 from retrieval.catalog import Catalog
 from retrieval.redial import RECOMMENDER, SEEKER, Dialogue, load_redial_dialogues, mentioned_ids, render_mentions
 from retrieval.titles import TitleMatcher
+
+Reader = Callable[[str, SessionState], Signals]
+"""Reads one seeker message against the memory: `Recommender.read` (as a live turn does) or the rules alone."""
 
 FORMATS = ("redial", "crslab")
 
@@ -80,21 +83,22 @@ def detect_format(path: Path) -> str:
 
 
 def load_benchmark(path: Path, catalog: Catalog, matcher: TitleMatcher, data_dir: Path,
-                   limit: int = 0) -> Benchmark:
-    """The evaluation turns of the first `limit` dialogues (all when 0), replayed in file order."""
+                   limit: int = 0, read: Reader | None = None) -> Benchmark:
+    """The evaluation turns of the first `limit` dialogues (all when 0), replayed in file order; `read` reads each
+    seeker message as a live turn does (`Recommender.read`), else the cue rules alone (`understand`)."""
     path = Path(path)
     if detect_format(path) == "redial":
         dialogues = load_redial_dialogues(path)[: limit or None]
         turns, finals = [], []
         for dialogue in dialogues:
-            dialogue_turns, final = replay(dialogue, catalog, matcher)
+            dialogue_turns, final = replay(dialogue, catalog, matcher, read)
             turns += dialogue_turns
             finals.append((final, dialogue))
         return Benchmark(str(path), "redial", len(dialogues), turns, finals)
     entities = EntityMap(data_dir, matcher)
     groups = list(_crslab_dialogues(path))[: limit or None]
     turns = [turn for dialogue_id, lines in groups for turn in replay_crslab(dialogue_id, lines, catalog, matcher,
-                                                                            entities)]
+                                                                            entities, read)]
     return Benchmark(str(path), "crslab", len(groups), turns, notes=entities.coverage())
 
 
@@ -112,13 +116,14 @@ def utterances(dialogue: Dialogue) -> Iterator[tuple[str, str, list[str]]]:
             group.append(message.text)
 
 
-def replay(dialogue: Dialogue, catalog: Catalog, matcher: TitleMatcher) -> tuple[list[EvalTurn], SessionState]:
+def replay(dialogue: Dialogue, catalog: Catalog, matcher: TitleMatcher,
+           read: Reader | None = None) -> tuple[list[EvalTurn], SessionState]:
     """The evaluation turns of one official-format dialogue, and the memory at its end."""
     state, seen, last_seeker, seconds, turns = SessionState(f"eval-{dialogue.dialogue_id}"), [], "", 0.0, []
     for sender, raw, ids in utterances(dialogue):
         text = render_mentions(raw, dialogue.mentions)
         if sender == SEEKER:
-            state, seconds = _understood(state, text, catalog, matcher)
+            state, seconds = _understood(state, text, catalog, matcher, read)
             last_seeker = text
         elif sender == RECOMMENDER:
             relevant = {i for i in ids if i in catalog and (f := dialogue.forms.get(i)) and f.suggested == 1}
@@ -131,7 +136,7 @@ def replay(dialogue: Dialogue, catalog: Catalog, matcher: TitleMatcher) -> tuple
 
 
 def replay_crslab(dialogue_id: str, lines: list[dict], catalog: Catalog, matcher: TitleMatcher,
-                  entities: EntityMap) -> list[EvalTurn]:
+                  entities: EntityMap, read: Reader | None = None) -> list[EvalTurn]:
     """One dialogue's CRSLab lines: each line's context extends the previous one by the utterances in between."""
     state, played, last_seeker, seconds, turns = SessionState(f"eval-{dialogue_id}"), 0, "", 0.0, []
     for line in lines:
@@ -141,7 +146,7 @@ def replay_crslab(dialogue_id: str, lines: list[dict], catalog: Catalog, matcher
             if not text:
                 continue
             if (len(context) - 1 - j) % 2 == 0:  # the context ends with the seeker; utterances alternate
-                state, seconds = _understood(state, text, catalog, matcher)
+                state, seconds = _understood(state, text, catalog, matcher, read)
                 last_seeker = text
             else:
                 named = tuple(dict.fromkeys(m.item_id for m in matcher.find(text)))
@@ -153,10 +158,11 @@ def replay_crslab(dialogue_id: str, lines: list[dict], catalog: Catalog, matcher
     return turns
 
 
-def _understood(state: SessionState, text: str, catalog: Catalog,
-                matcher: TitleMatcher) -> tuple[SessionState, float]:
+def _understood(state: SessionState, text: str, catalog: Catalog, matcher: TitleMatcher,
+                read: Reader | None) -> tuple[SessionState, float]:
     started = time.perf_counter()
-    state = memory.update(state, understand(text, state, catalog, matcher))
+    signals = read(text, state) if read is not None else understand(text, state, catalog, matcher)
+    state = memory.update(state, signals)
     return state, time.perf_counter() - started
 
 

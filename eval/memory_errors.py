@@ -1,8 +1,9 @@
 """Where the session memory goes wrong, by class: the first step of learning opinions from data (issue 17).
 
-    python -m eval.memory_errors [--split train|valid] [--limit N] [--json]
+    python -m eval.memory_errors [--split train|valid] [--limit N] [--rules-only] [--json]
 
-Each seeker dialogue is replayed as `convrec eval` replays it (eval.datasets.replay), and every movie of the seeker's
+Each seeker dialogue is replayed as `convrec eval` replays it (eval.datasets.replay; messages read by the cue rules
+and the reaction model, agent/reactions.py, or with --rules-only the rules alone), and every movie of the seeker's
 own form that the form says they liked (1) or did not like (0) is compared with the final memory: liked, disliked,
 neutral (mentioned, no opinion read) or absent. The misses are counted per class of situation, from the form and the
 dialogue alone:
@@ -13,13 +14,15 @@ The dev dialogues are never read here: this chooses what to learn, and dev stays
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 from collections import Counter
 from pathlib import Path
 
 from agent.config import Settings
-from eval.datasets import replay, utterances
-from retrieval.redial import SEEKER, TRAINING_FILES, VALIDATION_FILE, load_redial_dialogues
+from agent.reactions import read_message
+from eval.datasets import Reader, replay, utterances
+from retrieval.redial import SEEKER, TRAINING_FILES, VALIDATION_FILE, load_redial_dialogues, render_mentions
 
 SEEN = {0: "not seen", 1: "seen", 2: "seen: not said"}
 
@@ -32,11 +35,12 @@ def memory_state(state, item_id: str) -> str:
     return "absent"
 
 
-def error_classes(dialogues, catalog, matcher) -> dict:
-    """Counts of (truth, what the memory holds, situation) over the form movies with an opinion."""
+def error_classes(dialogues, catalog, matcher, read: Reader | None = None) -> dict:
+    """Counts of (truth, what the memory holds, situation) over the form movies with an opinion; `read` reads each
+    seeker message (agent.reactions.read_message), else the cue rules alone."""
     outcomes: Counter = Counter()
     for dialogue in dialogues:
-        _, state = replay(dialogue, catalog, matcher)
+        _, state = replay(dialogue, catalog, matcher, read)
         seeker_wrote = {i for sender, _, ids in utterances(dialogue) if sender == SEEKER for i in ids}
         for item_id, form in dialogue.forms.items():
             if form.liked not in (0, 1) or item_id not in catalog:
@@ -67,25 +71,36 @@ def report(outcomes: Counter) -> dict:
 
 
 def main() -> None:
-    from agent.build import load_settings_catalog
+    from agent.build import load_embedder, load_reactions_of, load_settings_catalog
+    from retrieval.embeddings import EmbeddingCache
     from retrieval.titles import TitleMatcher
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--split", choices=("train", "valid"), default="valid")
     parser.add_argument("--limit", type=int, default=0, help="the first N dialogues only (0: all)")
+    parser.add_argument("--rules-only", action="store_true",
+                        help="read messages with the cue rules alone (default: the rules and the reaction model)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    settings = Settings.from_env()
+    settings = Settings.from_env(reactions="none" if args.rules_only else None)
     files = TRAINING_FILES if args.split == "train" else (VALIDATION_FILE,)
     dialogues = [d for name in files if (Path(settings.data_dir) / name).exists()
                  for d in load_redial_dialogues(Path(settings.data_dir) / name)][: args.limit or None]
     catalog = load_settings_catalog(settings)
-    result = report(error_classes(dialogues, catalog, TitleMatcher(catalog)))
+    matcher = TitleMatcher(catalog)
+    reactions, read = load_reactions_of(settings), None
+    if reactions is not None:  # every seeker message embedded once, in batches
+        texts = [render_mentions(raw, d.mentions) for d in dialogues for sender, raw, _ in utterances(d)
+                 if sender == SEEKER]
+        embedder = EmbeddingCache(load_embedder(settings), texts)
+        read = functools.partial(read_message, catalog=catalog, matcher=matcher, reactions=reactions, embedder=embedder)
+    result = report(error_classes(dialogues, catalog, matcher, read))
     result["dialogues"], result["split"] = len(dialogues), args.split
+    result["read_by"] = "cue rules + reaction model" if reactions else "cue rules"
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{len(dialogues)} {args.split} dialogues")
+    print(f"{len(dialogues)} {args.split} dialogues, messages read by {result['read_by']}")
     for truth in ("liked", "disliked"):
         r = result[truth]
         print(f"\n{truth}: {r['movies']} form movies, memory right on {r['held_right']} (recall {r['recall']})")

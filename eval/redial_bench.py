@@ -89,7 +89,9 @@ def run_benchmark(recommenders: dict[str, Recommender], benchmark: Benchmark, sy
     results = {"path": benchmark.path, "format": benchmark.format, "dialogues": benchmark.dialogues,
                "turns": len(benchmark.turns), "depth": DEPTH, "explained_dialogues": len(explained),
                **benchmark.notes,
-               "memory": memory_accuracy(benchmark.finals, base.catalog) if benchmark.finals else None,
+               "memory": ({**memory_accuracy(benchmark.finals, base.catalog),
+                           "read_by": "cue rules + reaction model" if base.reactions else "cue rules"}
+                          if benchmark.finals else None),
                "bootstrap": {"unit": "dialogue", "samples": BOOTSTRAP_SAMPLES, "level": 0.95, "seed": seed},
                "answerable_only": answerable_only,
                "systems": {}}
@@ -163,7 +165,10 @@ def evaluate_system(system: str, recommender: Recommender, turns: list[EvalTurn]
                             "adapter": getattr(recommender.engine, "adapters", {}).get(recommender.engine.model_name),
                             "dtype": getattr(recommender.engine, "dtype", None),
                             "retrieval_weight": recommender.retrieval_weight}
-        result["explanations"] = {"shown": shown.summary(), "generated": drafted.summary()}
+        model_written = counts["explained"] - counts["composed"] if recommender.settings.explain_with_llm else 0
+        result["explanations"] = {"shown": shown.summary(), "generated": drafted.summary(),
+                                  "model_written_share": (round(model_written / counts["explained"], 4)
+                                                          if counts["explained"] else None)}
     return result
 
 
@@ -171,7 +176,7 @@ def _ranker(recommender: Recommender, system: str,
             scored: list[int] | None = None) -> Callable[[EvalTurn, Trace], list[str]]:
     if system in LLM_SYSTEMS and scored is not None:
         def rank_answerable(turn: EvalTurn, trace: Trace) -> list[str]:
-            engine = AnswerableOnly(recommender.engine, turn.relevant, scored)
+            engine = AnswerableOnly(recommender.engine, set(turn.relevant), scored, trace)
             answerable = dataclasses.replace(recommender, engine=engine)
             return list(answerable.rank(turn.state, turn.text, trace, depth=DEPTH))
 
@@ -198,14 +203,14 @@ class AnswerableOnly:
     tier), so every choice gets 0.0: the candidates keep the retrieval order. A test checks that the numbers equal a
     full run's. Everything else goes to the engine."""
 
-    def __init__(self, engine, answers: set[str], scored: list[int]) -> None:
-        self._engine, self._answers, self._scored = engine, {f'{i}"' for i in answers}, scored
+    def __init__(self, engine, answers: set[str], scored: list[int], trace: Trace) -> None:
+        self._engine, self._answers, self._scored, self._trace = engine, answers, scored, trace
 
     def __getattr__(self, name: str):
         return getattr(self._engine, name)
 
     def score_choices(self, messages, prefix: str, choices) -> list[float]:
-        if self._answers.isdisjoint(choices):
+        if self._answers.isdisjoint(self._trace.candidate_ids):  # the shown candidates (the prompt names letters)
             self._scored[1] += 1
             return [0.0] * len(choices)
         self._scored[0] += 1

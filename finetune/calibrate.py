@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from agent.config import Settings
-from agent.ranking import ANSWER_PREFIX, fuse_with_retrieval
+from agent.ranking import fuse_with_retrieval, score_candidates
 from agent.turn import Recommender, query_from, rank_prompt
 from eval.datasets import load_benchmark
 from eval.metrics import Recall, remove_seen
@@ -90,7 +90,7 @@ def calibrate(recommender: Recommender, adapter: str, valid_path: Path, *, limit
         for name, model in models.items():
             by_model = list(range(len(shown)))
             if answerable:
-                scores = model.score_choices(messages, ANSWER_PREFIX, [f'{i}"' for i in shown])
+                scores = score_candidates(model, messages, len(shown))
                 by_model = sorted(range(len(shown)), key=lambda k: (-scores[k], k))
             for column, weight in enumerate(WEIGHTS):
                 order = fuse_with_retrieval(by_model, shown, settings.n, weight, "scored").item_ids if shown else ()

@@ -46,7 +46,7 @@ class FinetuneConfig:
     on this adapter's scores (that stage has a weight of its own)."""
 
     rank_loss: str = "choices"
-    """How rank examples are learned. "choices" (the default): every candidate id is scored after `{"ranking": ["`
+    """How rank examples are learned. "choices" (the default): every candidate letter is scored after `{"ranking": ["`
     exactly as `TransformersEngine.score_choices` scores it at serving time, and the loss is the cross-entropy of
     the suggested movie among them, so all of the example's signal goes to the decision the ranking uses. "tokens":
     the plain language-model loss on the whole answer (the suggested id is ~3 of its ~40 tokens; on ReDial

@@ -4,7 +4,8 @@ Each recommender turn that suggests a movie is replayed exactly as the offline e
 (eval.datasets.replay: convrec's own understanding and memory), then:
 
 - rank example: `agent.turn.rank_prompt` over this turn's retrieved candidates -> {"ranking": [...]} with the
-  suggested movies first (in retrieval order among themselves), then the other candidates in retrieval order, n ids.
+  suggested movies first (in retrieval order among themselves), then the other candidates in retrieval order, n
+  of the prompt's candidate letters.
   For training dialogues, popularity and the collaborative model are cross-fitted (finetune/crossfit.py: fitted
   without the dialogue's fold), so the answer does not leak into the candidates.
   When retrieval misses every suggested movie, `on_miss="skip"` (the default) drops the turn: the order of the
@@ -16,7 +17,7 @@ Each recommender turn that suggests a movie is replayed exactly as the offline e
   names (or the constraints asked for, or its headline facts). The model learns to say only what the facts say.
 
 `Example.answer_parts` splits the answer where the engines tokenize it separately (the ranking prefix, the first
-id plus its closing quote, the rest), so training sees the same tokens `TransformersEngine.score_choices` scores;
+letter, the rest), so training sees the same tokens `TransformersEngine.score_choices` scores;
 `Example.choices` / `targets` are what that scoring ranks (every candidate) and which of them are right.
 """
 
@@ -33,7 +34,7 @@ from pathlib import Path
 from langchain_core.messages import BaseMessage
 
 from agent.grounding import compose_explanation
-from agent.ranking import ANSWER_PREFIX
+from agent.ranking import ANSWER_PREFIX, candidate_labels
 from agent.turn import LIKED_IN_EXPLAIN, Recommender, explain_prompt, query_from, rank_prompt
 from agent.types import Candidate
 from eval.datasets import EvalTurn, load_benchmark, replay
@@ -50,8 +51,8 @@ class Example:
     messages: tuple[BaseMessage, ...]
     answer_parts: tuple[str, ...]
     choices: tuple[str, ...] = ()
-    """Rank examples: every candidate as `TransformersEngine.score_choices` scores it after ANSWER_PREFIX (`<id>"`),
-    in prompt order."""
+    """Rank examples: every candidate as `TransformersEngine.score_choices` scores it after ANSWER_PREFIX (its letter,
+    agent.ranking.candidate_labels), in prompt order."""
     targets: tuple[int, ...] = ()
     """Rank examples: the positions in `choices` of the suggested movies."""
 
@@ -127,9 +128,11 @@ def _turn_examples(recommender: Recommender, turn: EvalTurn, config: FinetuneCon
         shown_ids = [c.item_id for c in shown]
         hits = [i for i in shown_ids if i in hits]
     order = [*hits, *(i for i in shown_ids if i not in hits)][: settings.n]
-    rest = json.dumps({"ranking": order})[len(ANSWER_PREFIX) + len(order[0]) + 1:]
+    labels = candidate_labels(len(shown_ids))
+    letters = [labels[shown_ids.index(i)] for i in order]
+    rest = json.dumps({"ranking": letters})[len(ANSWER_PREFIX) + len(letters[0]):]
     yield Example("rank", turn.dialogue_id, tuple(rank_prompt(turn.state, turn.text, shown, catalog, settings.n)),
-                  (ANSWER_PREFIX, f'{order[0]}"', rest), choices=tuple(f'{i}"' for i in shown_ids),
+                  (ANSWER_PREFIX, letters[0], rest), choices=tuple(labels),
                   targets=tuple(shown_ids.index(i) for i in hits))
     named_state = dataclasses.replace(turn.state, liked=turn.state.liked[-LIKED_IN_EXPLAIN:])
     for item_id in list(dict.fromkeys(order))[: config.explain_per_turn]:

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.ranking import ANSWER_PREFIX
+from agent.ranking import score_candidates
 from agent.turn import Recommender, query_from, rank_prompt
 from eval.datasets import EvalTurn, load_benchmark, replay
 from eval.metrics import Recall, paired_difference, remove_seen
@@ -222,7 +222,7 @@ def train_stage_two(recommender: Recommender, served: HybridRetriever, fold_retr
             if not label.any():
                 continue
             messages = rank_prompt(turn.state, turn.text, shown, recommender.catalog, recommender.settings.n)
-            logprobs = recommender.engine.score_choices(messages, ANSWER_PREFIX, [f'{c.item_id}"' for c in shown])
+            logprobs = score_candidates(recommender.engine, messages, len(shown))
             out.append(Scored(turn.dialogue_id, np.array([c.score for c in shown]), np.array(logprobs), label))
             if len(out) % 50 == 0:
                 say(f"  stage two: {len(out)} turns scored ({time.perf_counter() - started:.0f} s)")

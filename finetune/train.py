@@ -3,7 +3,7 @@ stopping, checkpoints to resume from, and an adapter vLLM and transformers + pef
 
     finetune(settings, config, out_dir) -> summary
       1. examples   = build_examples(train) + build_examples(valid)     finetune/examples.py (the live prompts)
-      2. tokenized  = chat template of the prompt, then: rank examples: every candidate id as score_choices scores
+      2. tokenized  = chat template of the prompt, then: rank examples: every candidate letter as score_choices scores
                       it (loss: cross-entropy of the suggested movie among the candidates); explain examples: the
                       answer + <|im_end|> (loss: the answer's tokens; labels -100 on the prompt)
       3. model      = base model (bfloat16 where native, frozen) + LoRA (float32) on attention and MLP projections

@@ -37,8 +37,10 @@ def test_the_packaged_model_is_a_135m_llama(engine):
     assert 130e6 < sum(p.numel() for p in engine.model.parameters()) < 140e6
 
 
-def test_scores_equal_the_log_probability_of_a_full_forward_pass(engine):
-    prefix, choices = '{"ranking": ["', ['11"', '22"', '333"']
+@pytest.mark.parametrize("choices", [['11"', '22"', '333"'], ["A", "B", "C"], ["A", '22"', "C", '333"']],
+                         ids=["several tokens", "one token (no second pass)", "mixed"])
+def test_scores_equal_the_log_probability_of_a_full_forward_pass(engine, choices):
+    prefix = '{"ranking": ["'
     scores = engine.score_choices(MESSAGES, prefix, choices)
     context = (
         engine._encode_prompt(MESSAGES) + engine.tokenizer(prefix, add_special_tokens=False)["input_ids"]

@@ -119,18 +119,21 @@ def test_examples_render_exactly_the_prompts_of_a_live_turn(redial_recommender):
     live = dataclasses.replace(redial_recommender, engine=recording)
     matched = 0
     for turn in turns:  # the live turn's own rank and explain steps, on the same memory
-        live.rank(turn.state, turn.text, Trace())
+        trace = Trace()
+        live.rank(turn.state, turn.text, trace)
         for rank, explain in zip(ranks, explains, strict=True):  # built in pairs: a rank example, its explanation
             if list(rank.messages) != recording.scored[-1]:
                 continue
             matched += 1  # the same rank prompt: memory, conversation, candidates
-            answer = json.loads(rank.answer)["ranking"]
-            listed = rank.messages[-1].content.split("Candidates (id: title, year, facts):\n")[1]
-            assert all(f"{item_id}: " in listed for item_id in answer) and len(answer) == 5
-            assert answer[0] in turn.relevant
-            assert rank.answer_parts[0] == '{"ranking": ["' and rank.answer_parts[1] == f'{answer[0]}"'
+            letters = json.loads(rank.answer)["ranking"]
+            shown = trace.candidate_ids  # the live turn's candidates, in prompt order
+            listed = rank.messages[-1].content.split("Candidates (letter: title, year, genres, director, star):\n")[1]
+            assert [line.split(":")[0] for line in listed.split("\n")[: len(shown)]] == list(rank.choices)
+            answer = [shown[rank.choices.index(letter)] for letter in letters]
+            assert len(answer) == 5 and answer[0] in turn.relevant
+            assert rank.answer_parts[0] == '{"ranking": ["' and rank.answer_parts[1] == letters[0]
             assert recording.choices[-1] == (rank.answer_parts[0], rank.choices)  # what the ranking scores
-            assert {rank.choices[k][:-1] for k in rank.targets} == set(turn.relevant) & {c[:-1] for c in rank.choices}
+            assert {shown[k] for k in rank.targets} == set(turn.relevant) & set(shown)
             recording.generated.clear()
             live.explain(turn.state, (answer[0],), Trace())
             assert list(explain.messages) == recording.generated[0]  # the same explanation prompt

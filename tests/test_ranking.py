@@ -7,6 +7,7 @@ from agent.ranking import RankingError, parse_ranking, rank_candidates
 from prompts import render_prompt
 
 IDS = ["101", "102", "103", "104"]
+LETTERS = {"A": "101", "B": "102", "C": "103", "D": "104"}  # how the prompt names them
 
 
 class ReplayEngine:
@@ -28,7 +29,7 @@ class ReplayEngine:
 
 
 def messages():
-    return render_prompt("rank", memory="Liked: none", conversation="User: hi", candidates="101: A", n=2)
+    return render_prompt("rank", memory="Liked: none", conversation="User: hi", candidates="A: Alien (1979)", n=2)
 
 
 def test_valid_answer_is_parsed():
@@ -53,16 +54,22 @@ def test_invalid_answers_are_refused_with_a_reason(answer, message):
 
 
 def test_invalid_answer_gets_one_repair_that_names_the_error():
-    engine = ReplayEngine('{"ranking": ["999", "101"]}', '{"ranking": ["104", "102"]}')
+    engine = ReplayEngine('{"ranking": ["Z", "A"]}', '{"ranking": ["D", "B"]}')
     outcome = rank_candidates(engine, messages(), IDS, 2)
     assert outcome.item_ids[:2] == ("104", "102") and outcome.notes == ("repaired",)
     assert set(outcome.item_ids) == set(IDS)
     repair_prompt = engine.calls[1][0][-1].content
-    assert "999" in repair_prompt and "not among the candidates" in repair_prompt
+    assert "Z" in repair_prompt and "not among the candidates" in repair_prompt and "A, B, C, D" in repair_prompt
+
+
+def test_a_generated_answer_naming_item_ids_instead_of_letters_is_refused():
+    """The prompt names candidates by letter; an id, even a candidate's, is not an answer (it gets the repair)."""
+    engine = ReplayEngine('{"ranking": ["101", "102"]}', '{"ranking": ["101", "102"]}')
+    assert rank_candidates(engine, messages(), IDS, 2).fell_back
 
 
 def test_two_invalid_answers_fall_back_to_retrieval_order():
-    outcome = rank_candidates(ReplayEngine("nonsense", '{"ranking": ["1", "2"]}'), messages(), IDS, 2)
+    outcome = rank_candidates(ReplayEngine("nonsense", '{"ranking": ["E", "F"]}'), messages(), IDS, 2)
     assert outcome.item_ids == tuple(IDS) and outcome.fell_back
 
 
@@ -72,7 +79,7 @@ def test_engine_error_falls_back_to_retrieval_order():
 
 
 def test_fewer_candidates_than_n_asks_for_all_of_them():
-    outcome = rank_candidates(ReplayEngine('{"ranking": ["102", "101"]}'), messages(), ["101", "102"], 5)
+    outcome = rank_candidates(ReplayEngine('{"ranking": ["B", "A"]}'), messages(), ["101", "102"], 5)
     assert outcome.item_ids == ("102", "101") and outcome.notes == ("generated",)
 
 
@@ -84,7 +91,8 @@ class FixedScores:
         raise AssertionError("a scoring engine is not asked to generate a ranking")
 
     def score_choices(self, messages, prefix, choices):
-        return [{'101"': -3.0, '102"': -1.0, '103"': -2.0, '104"': -9.0}[c] for c in choices]
+        assert prefix == '{"ranking": ["' and choices == ["A", "B", "C", "D"][:len(choices)]
+        return [{"A": -3.0, "B": -1.0, "C": -2.0, "D": -9.0}[c] for c in choices]
 
 
 def test_scoring_engine_ranks_by_likelihood():
@@ -121,22 +129,22 @@ class SchemaEngine:
 
 
 def test_a_structured_engine_is_asked_for_exactly_n_of_the_candidates():
-    engine = SchemaEngine('{"ranking": ["103", "101"]}')
+    engine = SchemaEngine('{"ranking": ["C", "A"]}')
     outcome = rank_candidates(engine, messages(), IDS, 2, retrieval_weight=0.0)
     assert outcome.notes == ("constrained",) and outcome.item_ids == ("103", "101", "102", "104")
     ranking = engine.schemas[0]["properties"]["ranking"]
-    assert ranking["items"]["enum"] == IDS and ranking["minItems"] == ranking["maxItems"] == 2
+    assert ranking["items"]["enum"] == list(LETTERS) and ranking["minItems"] == ranking["maxItems"] == 2
     assert "uniqueItems" not in ranking  # xgrammar cannot enforce it; repeats are dropped in Python
 
 
 def test_a_repeated_id_from_a_structured_engine_is_dropped_and_the_order_fused():
-    outcome = rank_candidates(SchemaEngine('{"ranking": ["104", "104"]}'), messages(), IDS, 2, retrieval_weight=0.0)
+    outcome = rank_candidates(SchemaEngine('{"ranking": ["D", "D"]}'), messages(), IDS, 2, retrieval_weight=0.0)
     assert outcome.item_ids == ("104", "101", "102", "103")
-    fused = rank_candidates(SchemaEngine('{"ranking": ["104", "103"]}'), messages(), IDS, 2, retrieval_weight=1.0)
+    fused = rank_candidates(SchemaEngine('{"ranking": ["D", "C"]}'), messages(), IDS, 2, retrieval_weight=1.0)
     # 101 = 1/13 + 1/11 (model, retrieval), 104 = 1/11 + 1/14, 103 = 1/12 + 1/13, 102 = 1/14 + 1/12
     assert fused.item_ids == ("101", "104", "103", "102")
 
 
 def test_a_truncated_structured_answer_falls_back_to_the_retrieval_order():
-    outcome = rank_candidates(SchemaEngine('{"ranking": ["10'), messages(), IDS, 2)
+    outcome = rank_candidates(SchemaEngine('{"ranking": ["A'), messages(), IDS, 2)
     assert outcome.fell_back and outcome.item_ids == tuple(IDS)

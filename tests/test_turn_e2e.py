@@ -142,7 +142,7 @@ class HallucinatingEngine:
 
     def generate(self, conversations, max_new_tokens, stop=()):
         if '"ranking"' in conversations[0][0].content:
-            return ['{"ranking": ["tt9999999", "tt0000001", "tt0000002"]}']
+            return ['{"ranking": ["Z", "tt9999999", "tt0000001"]}']  # a letter past the list, ids not letters
         return ["It won an Oscar for Best Picture and stars Tom Cruise."] * len(conversations)
 
 

@@ -11,14 +11,16 @@ import threading
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from langchain_core.messages import HumanMessage, SystemMessage
 
 from agent.config import REPO_ROOT, Settings
-from agent.engines import TransformersEngine
+from agent.engines import EngineError, TransformersEngine
 from agent.models import resolve_llm
-from agent.ranking import parse_ranking, rank_candidates, ranking_schema
+from agent.ranking import ANSWER_PREFIX, candidate_labels, parse_ranking, rank_candidates, ranking_schema
 from agent.turn import explain_prompt
+from prompts import render_prompt
 from tests.conftest import DATA_DIR, needs_data
 
 pytestmark = pytest.mark.slow
@@ -34,6 +36,12 @@ RANK_MESSAGES = [
                  "(1995); 84273: Speed (1994); 134643: Clue (1985); 91313: Fargo (1996). Also consider tt0133093 "
                  "and 'Inception'. Which three should I watch?"),
 ]
+
+LETTERED_RANK_MESSAGES = render_prompt(
+    "rank", memory="Liked: The Matrix (1999)", conversation="User: I loved The Matrix. Something tense?",
+    candidates="\n".join(f"{letter}: {title}" for letter, title in zip(
+        "ABCDEF", ("Alien (1979)", "Toy Story (1995)", "Heat (1995)", "Speed (1994)", "Clue (1985)", "Fargo (1996)"),
+        strict=True)), n=3)
 
 
 @pytest.fixture(scope="module")
@@ -79,10 +87,25 @@ def test_structured_output_keeps_the_ranking_inside_the_candidates(vllm_engine):
         assert len(ranking) == 3 and set(ranking) <= set(IDS), answer
 
 
-def test_the_turns_ranking_through_vllm_is_constrained_and_validated(vllm_engine):
-    outcome = rank_candidates(vllm_engine, RANK_MESSAGES, IDS, 3, retrieval_weight=1.0)
-    assert outcome.notes == ("constrained",)
+def test_the_turns_ranking_through_vllm_is_scored_and_validated(vllm_engine):
+    outcome = rank_candidates(vllm_engine, LETTERED_RANK_MESSAGES, IDS, 3, retrieval_weight=1.0)
+    assert outcome.notes == ("scored",)
     assert sorted(outcome.item_ids) == sorted(IDS) and len(set(outcome.item_ids)) == len(IDS)
+
+
+def test_vllm_scores_the_letters_as_transformers_does_up_to_one_constant(vllm_engine, transformers_engine):
+    """vLLM gives the letters' log-probabilities among the letters; transformers among the whole vocabulary. They
+    differ by one constant per prompt (the letters' total probability), so the order and the second stage's order
+    are the same. float32 on both, for the adapter and the base model."""
+    letters = candidate_labels(len(IDS))
+    for name in vllm_engine.model_names:
+        ours = np.array(vllm_engine.using(name).score_choices(LETTERED_RANK_MESSAGES, ANSWER_PREFIX, letters))
+        theirs = np.array(transformers_engine.using(name).score_choices(LETTERED_RANK_MESSAGES, ANSWER_PREFIX,
+                                                                        letters))
+        assert np.logaddexp.reduce(ours) == pytest.approx(0.0, abs=1e-3), name  # a distribution over the letters
+        assert np.allclose(ours - ours.mean(), theirs - theirs.mean(), atol=2e-3), (name, ours, theirs)
+    with pytest.raises(EngineError, match="one-token choices"):
+        vllm_engine.score_choices(LETTERED_RANK_MESSAGES, ANSWER_PREFIX, ['76012"'])
 
 
 @needs_data

@@ -263,7 +263,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     started, commit = time.perf_counter(), _git_commit()  # the code that runs, whatever is committed meanwhile
     settings.adapters = (args.adapter,) if "lora" in systems else ()
     recommender, _ = build_recommender(settings, progress=True)
-    benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, settings.data_dir, args.limit)
+    benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, settings.data_dir, args.limit,
+                               read=recommender.read)
     engine = recommender.engine  # one engine: the base model for llm, the adapter for lora
     if args.score_cache:
         from eval.score_cache import ScoreCachingEngine
@@ -430,7 +431,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--api-key", action="append", help="accepted Bearer key (repeatable; env CONVREC_API_KEYS)")
     serve.add_argument("--rate-limit", type=int, default=600, help="requests per minute per key; 0 = off")
     serve.add_argument("-n", type=int, help="recommendations per turn (default 5)")
-    serve.add_argument("--candidates", type=int, help="candidates the LLM ranks per turn (default 20)")
+    serve.add_argument("--candidates", type=int, choices=range(1, 27), metavar="1-26",
+                       help="candidates the LLM ranks per turn (default 20; the prompt names them A-Z)")
     serve.add_argument("--no-llm-explanations", action="store_true",
                        help="compose explanations from facts only (faster; no generation)")
     web = command("ui", cmd_ui, "the web chat (Gradio): cards, feedback buttons, an editable memory")

@@ -150,11 +150,19 @@ def test_shuffled_examples_show_the_same_candidates_in_another_order_with_the_sa
     shuffled, _ = build_examples(redial_recommender, VALID, FinetuneConfig(), limit=8)
     pairs = list(zip([e for e in ordered if e.kind == "rank"], [e for e in shuffled if e.kind == "rank"], strict=True))
     assert pairs
+
+    def listed(example) -> dict[str, str]:
+        """letter -> the candidate's line, as the prompt lists them"""
+        text = example.messages[-1].content.split("Candidates (letter: title, year, genres, director, star):\n")[1]
+        return dict(line.split(": ", 1) for line in text.split("\n\n")[0].split("\n"))
+
     for plain, mixed in pairs:
-        assert sorted(plain.choices) == sorted(mixed.choices)
-        assert {plain.choices[k] for k in plain.targets} == {mixed.choices[k] for k in mixed.targets}
-        assert mixed.messages[-1].content != plain.messages[-1].content or len(plain.choices) < 3
-    assert any(plain.choices != mixed.choices for plain, mixed in pairs)
+        shown, moved = listed(plain), listed(mixed)
+        assert list(shown) == list(plain.choices) and list(moved) == list(mixed.choices)
+        assert sorted(shown.values()) == sorted(moved.values())
+        assert {shown[plain.choices[k]] for k in plain.targets} == {moved[mixed.choices[k]] for k in mixed.targets}
+        assert mixed.messages[-1].content != plain.messages[-1].content or len(shown) < 3
+    assert any(list(listed(plain).values()) != list(listed(mixed).values()) for plain, mixed in pairs)
 
 
 # -- training ---------------------------------------------------------------------------------------------------------

@@ -61,7 +61,6 @@ class ReactionModel:
     """(len(LABELS), features)"""
     bias: np.ndarray
     thresholds: dict[str, float]
-    card: dict
     keep_rules: bool = True
     """Where the rules read liked or disliked, their reading stands (else the model's decision replaces it)."""
 
@@ -73,14 +72,7 @@ class ReactionModel:
 
     def decide(self, rows: np.ndarray) -> list[str | None]:
         """Per row: "liked", "disliked" or None (the model says nothing; the rules' reading stays)."""
-        return self.decide_probabilities(self.probabilities(rows))
-
-    def decide_probabilities(self, probabilities: np.ndarray) -> list[str | None]:
-        out: list[str | None] = []
-        for p in probabilities:
-            liked, disliked = p[0] >= self.thresholds["liked"], p[1] >= self.thresholds["disliked"]
-            out.append("disliked" if disliked and (not liked or p[1] > p[0]) else "liked" if liked else None)
-        return out
+        return decisions(self.probabilities(rows), self.thresholds)
 
     def read(self, signals: Signals, state: SessionState, vector: np.ndarray, text: str) -> Signals:
         """`signals` with an opinion for each just-suggested movie the message refers to without naming it, where
@@ -94,6 +86,16 @@ class ReactionModel:
                                  "(python -m finetune.reactions) or set CONVREC_REACTIONS=none")
         decided = dict(zip(items, self.decide(np.stack(rows)), strict=True))
         return with_decisions(signals, decided, self.keep_rules)
+
+
+def decisions(probabilities: np.ndarray, thresholds: dict[str, float]) -> list[str | None]:
+    """Per row of (liked, disliked, none) probabilities: the label whose threshold it reaches (the likelier of the
+    two when both do), else None."""
+    out: list[str | None] = []
+    for p in probabilities:
+        liked, disliked = p[0] >= thresholds["liked"], p[1] >= thresholds["disliked"]
+        out.append("disliked" if disliked and (not liked or p[1] > p[0]) else "liked" if liked else None)
+    return out
 
 
 def with_decisions(signals: Signals, decided: dict[str, str | None], keep_rules: bool = True) -> Signals:
@@ -143,8 +145,7 @@ def load_reactions(folder: Path) -> ReactionModel:
     try:
         card = json.loads((Path(folder) / FILE).read_text(encoding="utf-8"))
         model = ReactionModel(np.asarray(card["weights"], dtype=np.float64), np.asarray(card["bias"]),
-                              dict(card["thresholds"]), {k: v for k, v in card.items() if k not in ("weights",)},
-                              bool(card.get("keep_rules", True)))
+                              dict(card["thresholds"]), bool(card.get("keep_rules", True)))
     except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise ReactionsError(f"{folder}: no readable reaction model ({error}); build one with "
                              f"`python -m finetune.reactions --out {folder}`") from None

@@ -30,10 +30,11 @@ from typing import Any
 from langchain_core.messages import BaseMessage
 
 from agent.engines import EngineError, encode_chat, engine_view, pick_dtype
+from agent.ranking import LABELS
 
 PREFIX_BLOCK_TOKENS = 32
 """vLLM's KV-cache block size here: a shared prompt start is reused in whole blocks."""
-MAX_CHOICES = 26
+MAX_CHOICES = len(LABELS)
 """score_choices takes at most this many choices (the rank prompt's letters A-Z)."""
 REQUEST_TIMEOUT_S = 300.0
 """A call waits at most this long for its requests (vLLM queues them when the batch is full)."""

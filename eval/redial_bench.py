@@ -176,7 +176,7 @@ def _ranker(recommender: Recommender, system: str,
             scored: list[int] | None = None) -> Callable[[EvalTurn, Trace], list[str]]:
     if system in LLM_SYSTEMS and scored is not None:
         def rank_answerable(turn: EvalTurn, trace: Trace) -> list[str]:
-            engine = AnswerableOnly(recommender.engine, set(turn.relevant), scored, trace)
+            engine = AnswerableOnly(recommender.engine, turn.relevant, scored, trace)
             answerable = dataclasses.replace(recommender, engine=engine)
             return list(answerable.rank(turn.state, turn.text, trace, depth=DEPTH))
 
@@ -203,7 +203,7 @@ class AnswerableOnly:
     tier), so every choice gets 0.0: the candidates keep the retrieval order. A test checks that the numbers equal a
     full run's. Everything else goes to the engine."""
 
-    def __init__(self, engine, answers: set[str], scored: list[int], trace: Trace) -> None:
+    def __init__(self, engine, answers: frozenset[str], scored: list[int], trace: Trace) -> None:
         self._engine, self._answers, self._scored, self._trace = engine, answers, scored, trace
 
     def __getattr__(self, name: str):

@@ -32,13 +32,12 @@ from pathlib import Path
 import numpy as np
 
 from agent import memory
-from agent.reactions import FILE, LABELS, ReactionModel, reaction_rows, with_decisions
+from agent.reactions import FILE, LABELS, decisions, reaction_rows, with_decisions
 from agent.types import SessionState, Signals
 from agent.understand import understand
-from eval.datasets import utterances
+from eval.datasets import replay, utterances
 from eval.redial_bench import memory_accuracy
 from retrieval.redial import (
-    RECOMMENDER,
     SEEKER,
     VALIDATION_FILE,
     load_redial_dialogues,
@@ -65,22 +64,18 @@ class Step:
     probabilities: np.ndarray | None = None
 
 
-def replay_steps(dialogue, catalog, matcher, vectors: dict[str, np.ndarray]) -> tuple[list[Step], list]:
-    """The steps of one dialogue (rules only), and the (sender, ids) sequence to fold a memory again."""
-    state, steps = SessionState(f"reactions-{dialogue.dialogue_id}"), []
-    last_seeker = ""
-    for sender, raw, ids in utterances(dialogue):
-        text = render_mentions(raw, dialogue.mentions)
-        if sender == SEEKER:
-            signals = understand(text, state, catalog, matcher)
-            rows, items = reaction_rows(signals, state, vectors[text], text) if text in vectors else ([], [])
-            labels = [_label(dialogue.forms.get(i)) for i in items]
-            steps.append(Step(signals, items, rows, labels))
-            state = memory.update(state, signals)
-            last_seeker = text
-        elif sender == RECOMMENDER:  # as eval.datasets.replay records it
-            state = memory.record(state, last_seeker, text, tuple(i for i in dict.fromkeys(ids) if i in catalog))
-    return steps, state
+def replay_steps(dialogue, catalog, matcher, vectors: dict[str, np.ndarray]) -> list[Step]:
+    """The steps of one dialogue, replayed as `convrec eval` replays it (eval.datasets.replay) with the rules alone."""
+    steps: list[Step] = []
+
+    def read(text: str, state: SessionState) -> Signals:
+        signals = understand(text, state, catalog, matcher)
+        rows, items = reaction_rows(signals, state, vectors[text], text)
+        steps.append(Step(signals, items, rows, [_label(dialogue.forms.get(i)) for i in items]))
+        return signals
+
+    replay(dialogue, catalog, matcher, read)
+    return steps
 
 
 def _label(form) -> int:
@@ -96,11 +91,10 @@ def final_memory(dialogue_id: str, steps: list[Step], thresholds: dict[str, floa
     """The memory at the end of a dialogue from its steps, with the model's decisions at `thresholds` (None: the
     rules alone), exactly as `ReactionModel.read` changes the signals."""
     state = SessionState(f"reactions-{dialogue_id}")
-    model = ReactionModel(np.zeros((len(LABELS), 1)), np.zeros(len(LABELS)), thresholds or {}, {})
     for step in steps:
         signals = step.signals
         if thresholds is not None and step.items:
-            decided = dict(zip(step.items, model.decide_probabilities(step.probabilities), strict=True))
+            decided = dict(zip(step.items, decisions(step.probabilities, thresholds), strict=True))
             signals = with_decisions(signals, decided, keep_rules)
         state = memory.update(state, signals)
     return state
@@ -141,7 +135,7 @@ def main() -> None:
     vectors = embedded(list(dict.fromkeys(seeker_texts)), load_embedder(settings), settings.cache_dir)
     print(f"{len(vectors)} seeker messages embedded ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
 
-    replayed = {d.dialogue_id: replay_steps(d, catalog, matcher, vectors)[0] for d in (*train, *valid)}
+    replayed = {d.dialogue_id: replay_steps(d, catalog, matcher, vectors) for d in (*train, *valid)}
     by_id = {d.dialogue_id: d for d in (*train, *valid)}
     folds = list(range(len(train)))
     random.Random(SEED).shuffle(folds)

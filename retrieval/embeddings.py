@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Protocol
 
 import numpy as np
+
+RECENT_TEXTS = 256
+"""Single texts whose embedding is kept (the messages of the turns in flight)."""
 
 
 class Embedder(Protocol):
@@ -25,8 +29,15 @@ class SentenceTransformerEmbedder:
         self.name = name or path
         self.dimension = int(self.model.get_embedding_dimension())
         self.batch_size = batch_size
+        # a turn embeds its message twice (the reaction model reads it, retrieval searches with it): once suffices
+        self._one = functools.lru_cache(maxsize=RECENT_TEXTS)(lambda text: self._encode([text])[0])
 
     def embed(self, texts: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        if len(texts) == 1:
+            return self._one(texts[0])[None, :].copy()
+        return self._encode(texts, progress)
+
+    def _encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, normalize_embeddings=True,
                                     show_progress_bar=progress, convert_to_numpy=True)
         return np.asarray(vectors, dtype=np.float32)

@@ -10,8 +10,8 @@ from agent.reactions import (
     EXTRA_FEATURES,
     FILE,
     LABELS,
-    ReactionModel,
     ReactionsError,
+    decisions,
     load_reactions,
     reaction_features,
     reaction_rows,
@@ -45,9 +45,8 @@ def test_a_decision_replaces_the_rules_reading_and_no_decision_keeps_it():
 
 
 def test_thresholds_decide_liked_disliked_or_nothing():
-    model = ReactionModel(np.zeros((3, 1)), np.zeros(3), {"liked": 0.5, "disliked": 0.4}, {})
     probabilities = np.array([[0.6, 0.1, 0.3], [0.3, 0.45, 0.25], [0.45, 0.35, 0.2], [0.5, 0.5, 0.0]])
-    assert model.decide_probabilities(probabilities) == ["liked", "disliked", None, "liked"]
+    assert decisions(probabilities, {"liked": 0.5, "disliked": 0.4}) == ["liked", "disliked", None, "liked"]
 
 
 def test_a_missing_or_broken_model_file_says_how_to_rebuild_it(tmp_path):

@@ -41,7 +41,8 @@ convrec load --engines transformers,vllm --clients "$CLIENTS" --turns "$TURNS" "
 
 # 2. Scale-out shape: vLLM's own server (tensor/data parallel over the GPUs) with the adapter, convrec in front.
 vllm serve "$MODEL_PATH" --port "$PORT" --dtype bfloat16 --max-model-len 2048 \
-  --tensor-parallel-size "$TP" --data-parallel-size "$DP" "${LORA_ARGS[@]}" > bench-gpu/vllm-serve.log 2>&1 &
+  --tensor-parallel-size "$TP" --data-parallel-size "$DP" "${LORA_ARGS[@]}" \
+  --structured-outputs-config '{"backend": "xgrammar", "disable_any_whitespace": true}' > bench-gpu/vllm-serve.log 2>&1 &
 VLLM_PID=$!
 trap 'kill $VLLM_PID 2>/dev/null || true' EXIT
 until curl -sf "http://127.0.0.1:$PORT/v1/models" > /dev/null; do sleep 2; done

@@ -187,7 +187,9 @@ def vllm_server(model_path, tmp_path_factory):
     command = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model_path, "--port", str(port),
                "--served-model-name", "smollm2-135m-instruct", "--dtype", "float32", "--max-model-len", "2048",
                "--max-num-seqs", "8", "--enforce-eager", "--enable-lora", "--max-lora-rank", "16", "--max-loras", "2",
-               "--lora-modules", f"{LORA}={COMMITTED}"]
+               "--lora-modules", f"{LORA}={COMMITTED}",
+               # as the README's `vllm serve`: no free whitespace in structured answers (a server-wide setting)
+               "--structured-outputs-config", '{"backend": "xgrammar", "disable_any_whitespace": true}']
     with open(log, "wb") as output:
         server = subprocess.Popen(command, env=env, stdout=output, stderr=output)
     url = f"http://127.0.0.1:{port}/v1"

@@ -7,7 +7,8 @@ it would have chosen greedily, plus the model's own next token. A step costs abo
 (the weights are read once per step either way), so each copied run saves steps.
 
 The rows share one key-value cache. A row that keeps fewer tokens than were checked leaves masked holes in it;
-positions count only the kept tokens, so every row computes what it would alone.
+positions count only the kept tokens, so every row computes what it would alone. A row that is done leaves the batch
+(and the cache), so the last long explanation does not carry the finished ones along.
 
     decode(model, rows, mask, cache, ...) -> one token list per row
 """
@@ -53,29 +54,34 @@ def decode(model, torch, rows: list[list[int]], mask: list[list[int]], cache, *,
     texts = [[token] for token in out.logits[:, -1].argmax(-1).tolist()]
     lengths = attention.sum(-1).tolist()  # each row's kept tokens: the position of the next one
     done = [_settle(text, finished, max_new_tokens) for text in texts]
-    while not all(done):
-        drafts = [lookup_draft(prompts[k] + texts[k]) if lookup and not done[k] else [] for k in range(batch)]
+    live = list(range(batch))  # the rows still writing, in cache order: a finished row leaves the batch
+    while True:
+        still = [j for j, k in enumerate(live) if not done[k]]
+        if not still:
+            return texts
+        if len(still) < len(live):
+            cache.batch_select_indices(torch.tensor(still, device=device))
+            attention = attention[still]
+            live = [live[j] for j in still]
+        drafts = [lookup_draft(prompts[k] + texts[k]) if lookup else [] for k in live]
         width = 1 + max(len(draft) for draft in drafts)
-        inputs = [[texts[k][-1], *drafts[k], *[0] * (width - 1 - len(drafts[k]))] for k in range(batch)]
-        fresh = [[int(not done[k])] * (1 + len(drafts[k])) + [0] * (width - 1 - len(drafts[k]))
-                 for k in range(batch)]
+        inputs = [[texts[k][-1], *draft, *[0] * (width - 1 - len(draft))]
+                  for k, draft in zip(live, drafts, strict=True)]
+        fresh = [[1] * (1 + len(draft)) + [0] * (width - 1 - len(draft)) for draft in drafts]
         attention = torch.cat([attention, torch.tensor(fresh, device=device)], dim=-1)
-        step_positions = torch.tensor([[lengths[k] + j for j in range(width)] for k in range(batch)], device=device)
+        step_positions = torch.tensor([[lengths[k] + j for j in range(width)] for k in live], device=device)
         out = model(torch.tensor(inputs, device=device), attention_mask=attention, position_ids=step_positions,
                     past_key_values=cache, use_cache=True)
         cache = out.past_key_values
         chosen = out.logits.argmax(-1).tolist()
-        for k in range(batch):
-            if done[k]:
-                continue
+        for j, (k, draft) in enumerate(zip(live, drafts, strict=True)):
             kept = 0
-            while kept < len(drafts[k]) and drafts[k][kept] == chosen[k][kept]:
+            while kept < len(draft) and draft[kept] == chosen[j][kept]:
                 kept += 1
-            attention[k, attention.shape[1] - width + 1 + kept:] = 0  # the proposals it rejected become holes
+            attention[j, attention.shape[1] - width + 1 + kept:] = 0  # the proposals it rejected become holes
             lengths[k] += 1 + kept
-            texts[k] += [*drafts[k][:kept], chosen[k][kept]]
+            texts[k] += [*draft[:kept], chosen[j][kept]]
             done[k] = _settle(texts[k], finished, max_new_tokens)
-    return texts
 
 
 def _settle(tokens: list[int], finished: Callable[[list[int]], int | None], max_new_tokens: int) -> bool:

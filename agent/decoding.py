@@ -49,7 +49,8 @@ def decode(model, torch, rows: list[list[int]], mask: list[list[int]], cache, *,
     attention = torch.tensor(mask, device=device)
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     out = model(torch.tensor([row[skip:] for row in rows], device=device), attention_mask=attention,
-                position_ids=positions[:, skip:], past_key_values=cache, use_cache=True, logits_to_keep=1)
+                position_ids=positions[:, skip:], past_key_values=cache, use_cache=True,
+                logits_to_keep=last_position(torch, len(rows[0]) - skip, device))
     cache = out.past_key_values
     texts = [[token] for token in out.logits[:, -1].argmax(-1).tolist()]
     lengths = attention.sum(-1).tolist()  # each row's kept tokens: the position of the next one
@@ -82,6 +83,13 @@ def decode(model, torch, rows: list[list[int]], mask: list[list[int]], cache, *,
             lengths[k] += 1 + kept
             texts[k] += [*draft[:kept], chosen[j][kept]]
             done[k] = _settle(texts[k], finished, max_new_tokens)
+
+
+def last_position(torch, width: int, device):
+    """`logits_to_keep` for the last position only, as an index: the integer 1 slices the hidden states without
+    copying them, and on a batch the LM head then copies its weights once per row (measured: a five-row prefill
+    0.68 s with the integer, 0.43 s with the index; the logits are equal)."""
+    return torch.tensor([width - 1], device=device)
 
 
 def _settle(tokens: list[int], finished: Callable[[list[int]], int | None], max_new_tokens: int) -> bool:

@@ -33,7 +33,7 @@ from typing import Protocol, runtime_checkable
 
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
-from agent.decoding import decode
+from agent.decoding import decode, last_position
 
 
 class EngineError(RuntimeError):
@@ -261,7 +261,7 @@ class TransformersEngine:
             device = self.device
             shared, cache, recurring = self._shared_prefix(model, [context])
             out = model(torch.tensor([context[shared:]], device=device), past_key_values=cache, use_cache=True,
-                        logits_to_keep=1)
+                        logits_to_keep=last_position(torch, len(context) - shared, device))
             self._keep(context, recurring, out.past_key_values)  # before the choices are appended to it
             follow = out.logits[0, :0]  # one-token choices (the rank prompt's letters) need no second pass
             if packed:

@@ -12,6 +12,7 @@ reports as faithfulness.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from agent.types import SessionState
@@ -237,7 +238,12 @@ def shared_facts(item: Item, other: Item) -> dict[str, tuple[str, ...]]:
 
 
 def compose_explanation(item: Item, state: SessionState, catalog: Catalog) -> tuple[str, dict[str, tuple[str, ...]]]:
-    """A true explanation built from facts: what it shares with a liked movie, else what was asked, else its facts."""
+    """A true explanation built from facts: the person asked for when the item has them (with the rest of what was
+    asked), else what it shares with a liked movie, else what was asked, else its headline facts."""
+    if asked_people(item, state):
+        asked = _matching_constraints(item, state)
+        facts = {"genre": item.genres[:2], **asked} if item.genres else asked  # "an Action film, starring ..."
+        return _describe(item, facts), facts
     for liked_id in reversed(state.liked):
         liked = catalog.get(liked_id)
         shared = shared_facts(item, liked) if liked else {}
@@ -254,6 +260,16 @@ def _sentence_for_shared(item: Item, liked: Item, shared: dict[str, tuple[str, .
     if "writer" in shared and "director" not in shared:
         facts["writer"] = shared["writer"][:2]
     return f"Like {liked.label}, which you liked, {_describe(item, facts, label=True)}"
+
+
+def asked_people(item: Item, state: SessionState) -> tuple[str, ...]:
+    """The people the user asked for who directed or star in `item`: an explanation of it must name them."""
+    return tuple(p for p in state.constraints.people if p in item.directors or p in item.cast)
+
+
+def names_everyone(sentence: str, people: Sequence[str]) -> bool:
+    """True when `sentence` names each of `people` in full (case aside)."""
+    return all(person.casefold() in sentence.casefold() for person in people)
 
 
 def _matching_constraints(item: Item, state: SessionState) -> dict[str, tuple[str, ...]]:

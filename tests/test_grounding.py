@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.grounding import Claim, FactChecker, compose_explanation
+from agent.grounding import Claim, FactChecker, asked_people, compose_explanation, names_everyone
 from agent.types import Constraints, SessionState
 from retrieval.catalog import Catalog, Item, load_catalog_file
 from retrieval.titles import TitleMatcher
@@ -78,6 +78,17 @@ def test_composed_explanation_uses_the_asked_constraints_then_headline_facts(che
     assert facts == {"genre": ("Thriller",), "year": ("2010",)}
     text, facts = compose_explanation(CATALOG[TITANIC], SessionState("s"), CATALOG)
     assert "James Cameron" in text and facts["director"] == ("James Cameron",)
+
+
+def test_a_person_asked_for_leads_the_composed_explanation_even_over_a_liked_movie(checker):
+    state = SessionState("s", liked=(MATRIX,), constraints=Constraints(people=("Tom Hardy",), genres=("Thriller",)))
+    text, facts = compose_explanation(CATALOG[INCEPTION], state, CATALOG)
+    assert "Tom Hardy" in text and facts == {"genre": ("Thriller",), "starring": ("Tom Hardy",)}
+    assert checker.check(text, CATALOG[INCEPTION], state).grounded
+    assert asked_people(CATALOG[INCEPTION], state) == ("Tom Hardy",)
+    assert asked_people(CATALOG[TITANIC], state) == ()  # he is not in Titanic: nothing to name
+    assert names_everyone("Inception stars TOM HARDY.", ("Tom Hardy",))
+    assert not names_everyone("Inception stars Hardy.", ("Tom Hardy",))
 
 
 @pytest.mark.parametrize("item_id", [i.item_id for i in CATALOG])

@@ -104,6 +104,17 @@ def test_constraints_are_respected(redial_recommender):
         assert rec.year is not None and rec.year >= 1990
 
 
+def test_a_request_naming_a_person_gets_explanations_that_name_that_person(redial_recommender):
+    r = redial_recommender
+    result = r.run_turn(new_session(), "Any 90s comedy with Jim Carrey?")
+    assert result.memory.constraints.people == ("Jim Carrey",)
+    starring = [rec for rec in result.recommendations if "Jim Carrey" in r.catalog[rec.item_id].cast]
+    assert len(starring) >= 3, [rec.title for rec in result.recommendations]
+    for rec in starring:
+        assert "Jim Carrey" in rec.explanation, rec.explanation
+        assert not r.checker.check(rec.explanation, r.catalog[rec.item_id], result.memory).unsupported
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -37,9 +37,9 @@ from agent.engines import ChatEngine, EngineError
 from agent.grounding import ClaimCheck, FactChecker, asked_people, compose_explanation, names_everyone
 from agent.ranking import candidate_labels, rank_candidates
 from agent.reactions import ReactionModel, read_message
-from agent.requests import Pool, honour_requests
+from agent.requests import Pool, describe_request, honour_requests
 from agent.store import SqliteSessionStore
-from agent.types import Candidate, Recommendation, SessionState, Signals, Trace, TurnResult
+from agent.types import PICKS_HEADING, Candidate, Recommendation, SessionState, Signals, Trace, TurnResult
 from prompts import render_prompt
 from retrieval.candidates import CandidateQuery, HybridRetriever
 from retrieval.catalog import Catalog, Item
@@ -273,13 +273,15 @@ def compose_reply(signals: Signals, recommendations: list[Recommendation], state
         lines.append("Noted: " + "; ".join(f"you {o} {label}" for label, o in noted) + ".")
     for title in signals.unmatched_titles[:3]:
         lines.append(f'I could not find "{title}" in the catalog.')
+    if asked := describe_request(state.constraints):
+        lines.append(f"Looking for: {asked}.")
     if not recommendations:
         lines.append("I have nothing left that fits everything you asked for. "
                      "Try loosening a constraint (say \"anything is fine\").")
         return "\n".join(lines)
     if note:
         lines.append(note)
-    lines.append("Here are my picks:")
+    lines.append(PICKS_HEADING)
     lines += [f"{r.rank}. {catalog[r.item_id].label}" + (f": {r.explanation}" if r.explanation else "")
               for r in recommendations]
     return "\n".join(lines)

@@ -139,6 +139,16 @@ class Trace:
     """How a request was loosened because the catalog holds too few items matching it (agent/requests.py)."""
 
 
+PICKS_HEADING = "Here are my picks:"
+"""Where a reply's list of picks starts (`short_reply` cuts there)."""
+
+
+def short_reply(reply: str) -> str:
+    """The reply the web chat shows above its cards: what was understood and what changed, not the list again."""
+    understood, heading, _ = reply.partition(PICKS_HEADING)
+    return (understood + ("My picks are on the cards." if heading else "")).strip()
+
+
 @dataclass(frozen=True)
 class TurnResult:
     session_id: str

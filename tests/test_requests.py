@@ -10,7 +10,7 @@ import pytest
 
 from agent.requests import describe_request, honour_requests
 from agent.turn import compose_reply
-from agent.types import Constraints, Recommendation, SessionState, Signals
+from agent.types import Constraints, Recommendation, SessionState, Signals, short_reply
 from retrieval.candidates import CandidateQuery, HybridRetriever, fulfils_requests
 from retrieval.catalog import Catalog, Item
 
@@ -114,6 +114,16 @@ def test_the_note_is_part_of_the_reply():
     rec = Recommendation("liar", "Liar Liar", 1997, 1, "A comedy.")
     reply = compose_reply(Signals(), [rec], SessionState("s"), CATALOG, note="Only 1 movie matches X.")
     assert reply.splitlines()[:2] == ["Only 1 movie matches X.", "Here are my picks:"]
+
+
+def test_the_web_chat_reply_says_what_was_understood_not_the_list_again():
+    rec = Recommendation("liar", "Liar Liar", 1997, 1, "Liar Liar is a Comedy film, starring Jim Carrey.")
+    state = SessionState("s", constraints=Constraints(people=(JIM,), genres=("Comedy",)))
+    reply = compose_reply(Signals(), [rec], state, CATALOG)
+    assert reply.splitlines()[:2] == ["Looking for: Jim Carrey + Comedy.", "Here are my picks:"]
+    assert rec.explanation in reply  # the API's text carries the list
+    assert short_reply(reply) == "Looking for: Jim Carrey + Comedy.\nMy picks are on the cards."
+    assert short_reply("I have nothing left that fits.") == "I have nothing left that fits."
 
 
 # --- the real models on the ReDial catalog -----------------------------------------------------------------------

@@ -178,7 +178,7 @@ def test_the_chat_endpoint_through_gradio_client(ui_server):
         time.sleep(3)
     reply = history[-1]["content"]
     text = reply if isinstance(reply, str) else " ".join(block.get("text", "") for block in reply)
-    assert "Here are my picks" in text
+    assert "My picks are on the cards" in text and "Here are my picks" not in text  # not the cards again
     updates = job.outputs()  # every streamed update: the cards come before the reply (unchanged values are not resent)
     cards = [[v for v in rest if isinstance(v, dict) and "### " in str(v.get("value", ""))] for _, *rest in updates]
     first_cards = next(k for k, shown in enumerate(cards) if shown)

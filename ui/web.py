@@ -359,7 +359,9 @@ def create_web_app(backend: Backend, *, concurrency_limit: int = 4):
         cards = answer.cards
         memory_view, shown_cards = panel(session_id, answer.memory), card_updates(cards)
         shown = ""
-        for line in answer.reply.splitlines(keepends=True):  # stream the reply line by line
+        from agent.types import short_reply
+
+        for line in short_reply(answer.reply).splitlines(keepends=True):  # line by line; the cards show the picks
             shown += line
             history[-1] = {"role": "assistant", "content": plain(shown)}
             yield (history, "", session_id, cards, *shown_cards, *memory_view, "Answering…")

@@ -6,11 +6,13 @@ of a five-row explanation batch, for the base model, the base model with the LoR
 
 Random token ids (seeded): the cost of a forward pass does not depend on which tokens they are. Each figure is the
 best of 3 prefills / the median of 10 decode steps, after one unmeasured pass.
+`batch_prefill_seconds` is the best of 3 as well.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -22,8 +24,10 @@ from eval.latency import cpu_description
 
 PROMPT_TOKENS = 734
 """The rank prompt of `convrec bench`'s first turn (20 candidates)."""
-BATCH, EXPLAIN_TOKENS = 5, 250
-"""Five explanation prompts of about 250 tokens each."""
+BATCH, EXPLAIN_TOKENS, ROW_TOKENS = 5, 250, 65
+"""Five explanation prompts of about 250 tokens each; in a turn they share their first ~250 and differ in ~65 each.
+`batch_prefill_seconds` times those five rests after the shared start, asking for the last position's logits
+with the integer `logits_to_keep=1` and with an index (agent/decoding.last_position)."""
 
 
 def profile(model, torch) -> dict:
@@ -43,7 +47,20 @@ def profile(model, torch) -> dict:
             started = time.perf_counter()
             model(token, past_key_values=cache, use_cache=True)
             steps.append(time.perf_counter() - started)
-    return {"prefill_seconds": round(min(prefill), 3), "decode_step_ms": round(statistics.median(steps) * 1000, 1)}
+        rests = torch.randint(100, 40_000, (BATCH, ROW_TOKENS), generator=generator)
+        shared = model(prompt[:, :EXPLAIN_TOKENS], use_cache=True).past_key_values
+        batched = {}
+        for name, keep in (("integer", 1), ("index", torch.tensor([ROW_TOKENS - 1]))):
+            times = []
+            for _ in range(4):  # the first is not counted
+                cache = copy.deepcopy(shared)
+                cache.batch_repeat_interleave(BATCH)
+                started = time.perf_counter()
+                model(rests, past_key_values=cache, use_cache=True, logits_to_keep=keep)
+                times.append(time.perf_counter() - started)
+            batched[name] = round(min(times[1:]), 3)
+    return {"prefill_seconds": round(min(prefill), 3), "decode_step_ms": round(statistics.median(steps) * 1000, 1),
+            "batch_prefill_seconds": batched}
 
 
 def main() -> None:
@@ -69,8 +86,11 @@ def main() -> None:
         return
     print(f"{report['dtype']} on {report['cpu']['model']}, {report['threads']} threads")
     for name in ("base", "lora", "merged"):
+        batched = report[name]["batch_prefill_seconds"]
         print(f"{name:<8} prefill of {PROMPT_TOKENS} tokens {report[name]['prefill_seconds']:.3f} s, "
-              f"decode step of {BATCH} rows {report[name]['decode_step_ms']:.1f} ms")
+              f"decode step of {BATCH} rows {report[name]['decode_step_ms']:.1f} ms, "
+              f"{BATCH} x {ROW_TOKENS} after a shared start: {batched['integer']:.3f} s (integer logits_to_keep), "
+              f"{batched['index']:.3f} s (index)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from agent.memory import entries
+from agent.types import SessionState, short_reply
+
 MAX_CARDS = 10
 EXAMPLES = [
     "I loved The Matrix, what else?",
@@ -285,9 +288,6 @@ def entry_choices(memory: dict | None, label) -> list[tuple[str, str]]:
     """(shown, entry) pairs for the "remove from memory" picker."""
     if not memory:
         return []
-    from agent.memory import entries
-    from agent.types import SessionState
-
     names = {"liked": "liked", "disliked": "disliked", "seen": "seen", "recommended": "recommended",
              "genre": "wants", "excluded_genre": "avoids", "person": "wants"}
     out = []
@@ -359,8 +359,6 @@ def create_web_app(backend: Backend, *, concurrency_limit: int = 4):
         cards = answer.cards
         memory_view, shown_cards = panel(session_id, answer.memory), card_updates(cards)
         shown = ""
-        from agent.types import short_reply
-
         for line in short_reply(answer.reply).splitlines(keepends=True):  # line by line; the cards show the picks
             shown += line
             history[-1] = {"role": "assistant", "content": plain(shown)}

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from agent.config import DEFAULT_RANKER, DEFAULT_REACTIONS, Settings
-from agent.engines import ChatEngine, TransformersEngine
+from agent.engines import ChatEngine, TransformersEngine, pick_dtype
 from agent.grounding import FactChecker
-from agent.models import adapter_name, adapter_retrieval_weight, resolve_embedder, resolve_llm
+from agent.models import adapter_name, adapter_retrieval_weight, merged_checkpoint, resolve_embedder, resolve_llm
 from agent.reactions import ReactionModel, load_reactions
 from agent.store import SqliteSessionStore
 from agent.turn import Recommender
@@ -90,8 +90,12 @@ def load_engine(settings: Settings, adapters: dict[str, str]) -> ChatEngine:
     if settings.engine == "vllm":
         from agent.vllm_engine import VLLMEngine
 
+        # one adapter is served merged into the weights (no LoRA per token); --no-merge serves it as a LoRA beside
+        # the base model, which is then served too
+        merged = (merged_checkpoint(model_path, next(iter(adapters.values())), pick_dtype(settings.dtype),
+                                    settings.cache_dir) if settings.merge_adapters and len(adapters) == 1 else None)
         return VLLMEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
-                          seed=settings.seed)
+                          seed=settings.seed, merged_path=merged)
     return TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
                               prefix_caching=settings.prefix_cache,
                               merge_adapters=settings.merge_adapters, prompt_lookup=settings.prompt_lookup)

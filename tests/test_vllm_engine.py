@@ -44,6 +44,9 @@ LETTERED_RANK_MESSAGES = render_prompt(
         strict=True)), n=3)
 
 
+RANK_MESSAGES_SET = [RANK_MESSAGES, LETTERED_RANK_MESSAGES]
+
+
 @pytest.fixture(scope="module")
 def model_path() -> str:
     settings = Settings.from_env()
@@ -146,8 +149,36 @@ def test_concurrent_sessions_with_different_adapters_get_their_own_answers(vllm_
     assert alone[0::2] != alone[1::2]  # the adapter answers differently from the base model
 
 
+def test_one_adapter_merged_into_a_checkpoint_answers_as_the_adapter_does(model_path, transformers_engine, tmp_path):
+    """The merged checkpoint (what `convrec serve --engine vllm --adapter DIR` loads: no LoRA per token) gives the
+    adapter's greedy text and letter scores, float32 against transformers' merged adapter; it serves only the
+    adapter, and says so when asked for anything else."""
+    from agent.models import merged_checkpoint
+    from agent.vllm_engine import VLLMEngine
+
+    folder = merged_checkpoint(model_path, COMMITTED, "float32", tmp_path)
+    assert merged_checkpoint(model_path, COMMITTED, "float32", tmp_path) == folder  # written once, then reused
+    with pytest.raises(EngineError, match="exactly one adapter"):
+        VLLMEngine(model_path, adapters={}, merged_path=folder)
+    engine = VLLMEngine(model_path, adapters={LORA: str(COMMITTED)}, model_name="smollm2-135m-instruct",
+                        dtype="float32", merged_path=folder)
+    try:
+        assert engine.model_names == (LORA,) and engine.merged
+        with pytest.raises(ValueError, match="unknown model"):
+            engine.using("smollm2-135m-instruct")
+        theirs = transformers_engine.using(LORA)
+        assert engine.generate(RANK_MESSAGES_SET, max_new_tokens=24) == theirs.generate(RANK_MESSAGES_SET,
+                                                                                      max_new_tokens=24)
+        letters = candidate_labels(len(IDS))
+        ours = np.array(engine.score_choices(LETTERED_RANK_MESSAGES, ANSWER_PREFIX, letters))
+        reference = np.array(theirs.score_choices(LETTERED_RANK_MESSAGES, ANSWER_PREFIX, letters))
+        assert np.allclose(ours - ours.mean(), reference - reference.mean(), atol=2e-3), (ours, reference)
+    finally:
+        engine.close()
+
+
 @needs_data
-def test_serve_with_vllm_lists_the_adapter_and_the_base_model_and_answers_with_each(tmp_path, redial_index_dir):
+def test_serve_with_vllm_answers_with_the_merged_adapter_and_names_what_it_serves(tmp_path, redial_index_dir):
     from eval.crash import free_port, start_server
 
     env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir),
@@ -158,12 +189,14 @@ def test_serve_with_vllm_lists_the_adapter_and_the_base_model_and_answers_with_e
     try:
         url = f"http://127.0.0.1:{port}/v1"
         models = [m["id"] for m in httpx.get(f"{url}/models", timeout=30).json()["data"]]
-        assert models == [LORA, "smollm2-135m-instruct"]
-        for k, model in enumerate(models):
-            reply = httpx.post(f"{url}/chat/completions", timeout=300, headers={"X-Session-Id": f"v{k}"}, json={
-                "model": model, "messages": [{"role": "user", "content": "I loved The Matrix"}]})
-            assert reply.status_code == 200, reply.text
-            assert reply.json()["model"] == model and len(reply.json()["recommendations"]) == 5
+        assert models == [LORA]  # merged into the weights; the base model is served beside a LoRA (--no-merge)
+        reply = httpx.post(f"{url}/chat/completions", timeout=300, headers={"X-Session-Id": "v0"}, json={
+            "model": LORA, "messages": [{"role": "user", "content": "I loved The Matrix"}]})
+        assert reply.status_code == 200, reply.text
+        assert reply.json()["model"] == LORA and len(reply.json()["recommendations"]) == 5
+        base = httpx.post(f"{url}/chat/completions", timeout=30, headers={"X-Session-Id": "v1"}, json={
+            "model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": "I loved The Matrix"}]})
+        assert base.status_code == 400 and base.json()["error"]["code"] == "model_not_found", base.text
         log = Path(tmp_path / "serve.log").read_text(errors="replace")
         assert "Traceback" not in log
     finally:

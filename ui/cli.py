@@ -262,6 +262,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     path = Path(args.dialogues or settings.data_dir / "redial" / "test_dev.jsonl")
     started, commit = time.perf_counter(), _git_commit()  # the code that runs, whatever is committed meanwhile
     settings.adapters = (args.adapter,) if "lora" in systems else ()
+    settings.merge_adapters &= settings.engine != "vllm"  # vLLM serves the base model only beside a LoRA
     recommender, _ = build_recommender(settings, progress=True)
     benchmark = load_benchmark(path, recommender.catalog, recommender.matcher, settings.data_dir, args.limit,
                                read=recommender.read)

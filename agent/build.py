@@ -95,7 +95,7 @@ def load_engine(settings: Settings, adapters: dict[str, str]) -> ChatEngine:
         merged = (merged_checkpoint(model_path, next(iter(adapters.values())), pick_dtype(settings.dtype),
                                     settings.cache_dir) if settings.merge_adapters and len(adapters) == 1 else None)
         return VLLMEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
-                          seed=settings.seed, merged_path=merged)
+                          seed=settings.seed, merged_path=merged, compiled=settings.vllm_compile)
     return TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
                               prefix_caching=settings.prefix_cache,
                               merge_adapters=settings.merge_adapters, prompt_lookup=settings.prompt_lookup)

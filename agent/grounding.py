@@ -15,7 +15,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from agent.types import SessionState
+from agent.types import Constraints, SessionState
 from retrieval.catalog import Catalog, Item
 from retrieval.titles import TitleMatcher
 
@@ -265,6 +265,45 @@ def _sentence_for_shared(item: Item, liked: Item, shared: dict[str, tuple[str, .
 def asked_people(item: Item, state: SessionState) -> tuple[str, ...]:
     """The people the user asked for who directed or star in `item`: an explanation of it must name them."""
     return tuple(p for p in state.constraints.people if p in item.directors or p in item.cast)
+
+
+PERSON_KINDS = ("person", "director", "starring", "writer")
+
+
+def cites_what_was_asked(supported: Sequence[Claim], constraints: Constraints) -> bool:
+    """A supported claim of a requested person or genre, or of the year / decade when a period was asked for."""
+    period = constraints.min_year is not None or constraints.max_year is not None
+    return any((c.kind in PERSON_KINDS and c.value in constraints.people)
+               or (c.kind == "genre" and c.value in constraints.genres)
+               or (c.kind in ("year", "decade") and period) for c in supported)
+
+
+def cites_liked(supported: Sequence[Claim], state: SessionState, catalog: Catalog) -> bool:
+    """A supported comparison with a liked movie (the checker supports it only when the two share facts), or a
+    person who also made or starred in a liked movie."""
+    liked_people = {p for i in state.liked if i in catalog
+                    for p in (*catalog[i].directors, *catalog[i].cast, *catalog[i].writers)}
+    return any(c.kind == "movie" or (c.kind in PERSON_KINDS and c.value in liked_people) for c in supported)
+
+
+def could_cite_asked(item: Item, state: SessionState) -> bool:
+    """`item` has something the user asked for (a person, a genre; its year when a period was asked)."""
+    return bool(_matching_constraints(item, state))
+
+
+def could_be_personal(item: Item, state: SessionState, catalog: Catalog) -> bool:
+    """An explanation of `item` can tie it to this user: it has what was asked for, or shares a fact with a liked
+    movie (what `compose_explanation` then cites)."""
+    return could_cite_asked(item, state) or any(shared_facts(item, catalog[i]) for i in state.liked if i in catalog)
+
+
+def answers_the_person(sentence: str, check: ClaimCheck, item: Item, state: SessionState, catalog: Catalog) -> bool:
+    """A checked sentence says what this user needs to hear of `item`: the people they asked for that it has, what
+    they asked for when it has it, and something personal (a liked movie's shared fact) when it can."""
+    asked = cites_what_was_asked(check.supported, state.constraints)
+    return (names_everyone(sentence, asked_people(item, state))
+            and (asked or not could_cite_asked(item, state))
+            and (asked or cites_liked(check.supported, state, catalog) or not could_be_personal(item, state, catalog)))
 
 
 def names_everyone(sentence: str, people: Sequence[str]) -> bool:

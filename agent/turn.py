@@ -34,7 +34,7 @@ from langchain_core.messages import BaseMessage
 from agent import memory
 from agent.config import DEFAULT_RETRIEVAL_WEIGHT, Settings
 from agent.engines import ChatEngine, EngineError
-from agent.grounding import ClaimCheck, FactChecker, asked_people, compose_explanation, names_everyone
+from agent.grounding import ClaimCheck, FactChecker, answers_the_person, compose_explanation
 from agent.ranking import candidate_labels, rank_candidates
 from agent.reactions import ReactionModel, read_message
 from agent.requests import Pool, describe_request, honour_requests
@@ -157,16 +157,18 @@ class Recommender:
 
     def explain(self, state: SessionState, item_ids: tuple[str, ...], trace: Trace,
                 on_explanation: Callable[[Recommendation], None] | None = None) -> list[Recommendation]:
-        """One explanation per pick: the LLM's sentence when every claim in it is true and it names the people the
-        user asked for that the pick has, else one composed from facts; each goes to `on_explanation` as soon as it
-        is checked."""
+        """One explanation per pick: the LLM's sentence when every claim in it is true and it answers this person
+        (names the people they asked for that the pick has, cites what they asked for, and ties the pick to a movie
+        they liked when it can: agent.grounding.answers_the_person), else one composed from facts; each goes to
+        `on_explanation` as soon as it is checked."""
         items = [self.catalog[i] for i in item_ids]
         generated = self._generate_explanations(state, items, trace)
         trace.drafts = tuple(generated)
         recommendations, composed = [], 0
         for rank, (item, sentence) in enumerate(zip(items, generated, strict=True), start=1):
             check = self.checker.check(sentence, item, state) if sentence else None
-            if check is not None and check.grounded and names_everyone(sentence, asked_people(item, state)):
+            if check is not None and check.grounded and answers_the_person(sentence, check, item, state,
+                                                                           self.catalog):
                 explanation, facts = sentence, _facts_of(check, item, self.catalog)
             else:
                 explanation, facts = compose_explanation(item, state, self.catalog)
@@ -176,8 +178,8 @@ class Recommender:
                 on_explanation(recommendations[-1])
         if composed and self.settings.explain_with_llm:
             trace.fallbacks.append(f"explanations composed from facts for {composed} of {len(items)} "
-                                   "(generated text cited no fact, made an unsupported claim or left out the person "
-                                   "asked for)")
+                                   "(generated text cited no fact, made an unsupported claim, or left out what "
+                                   "was asked for or a liked movie the pick shares facts with)")
         return recommendations
 
     def _generate_explanations(self, state: SessionState, items: list[Item], trace: Trace) -> list[str]:

@@ -15,7 +15,9 @@ languages, and other movies ("like <a movie you liked>"). Reported over all expl
   request: people, genres, a period), the share that cite a liked movie the pick shares facts with ("like The
   Matrix"), a person of a liked movie, or what was asked for;
 - asked_fact_citation_rate: of the explanations in sessions that asked for people, genres or a period, the share
-  that cite one of them (a requested person or genre; the year or decade when a period was asked).
+  that cite one of them (a requested person or genre; the year or decade when a period was asked);
+- personal_ceiling: of the same explanations as personalisation_rate, the share whose pick has anything personal to
+  cite (what was asked for, or a fact shared with a liked movie): the most any explanation could reach.
 """
 
 from __future__ import annotations
@@ -24,9 +26,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from agent.grounding import Claim, FactChecker
+from agent.grounding import FactChecker, cites_liked, cites_what_was_asked, could_be_personal
 from agent.types import Constraints, SessionState
-from retrieval.catalog import Catalog, Item
+from retrieval.catalog import Item
 
 _WORD = re.compile(r"[\w'-]+")
 
@@ -44,6 +46,7 @@ class ExplanationStats:
     unsupported_examples: list[str] = field(default_factory=list)
     could_be_personal: int = 0
     personal: int = 0
+    pick_has_personal_facts: int = 0
     asked_for_something: int = 0
     cites_what_was_asked: int = 0
 
@@ -69,6 +72,7 @@ class ExplanationStats:
             if state.liked or _has_requests(state.constraints):
                 self.could_be_personal += 1
                 self.personal += asked or cites_liked(check.supported, state, checker.catalog)
+                self.pick_has_personal_facts += could_be_personal(item, state, checker.catalog)
             if check.unsupported and len(self.unsupported_examples) < 5:
                 self.unsupported_examples.append(f"{item.label}: {text} "
                                                  f"[unsupported: {', '.join(c.value for c in check.unsupported)}]")
@@ -88,31 +92,13 @@ class ExplanationStats:
             "facts_per_explanation": _share(self.supported, written),
             "personalisation_rate": _share(self.personal, self.could_be_personal),
             "personal_possible": self.could_be_personal,
+            "personal_ceiling": _share(self.pick_has_personal_facts, self.could_be_personal),
             "asked_fact_citation_rate": _share(self.cites_what_was_asked, self.asked_for_something),
             "asked_possible": self.asked_for_something,
             "words": _share(self.words, written),
             "distinct_2": round(sum(self.distinct_2) / len(self.distinct_2), 4) if self.distinct_2 else None,
             "unsupported_examples": self.unsupported_examples,
         }
-
-
-PERSON_KINDS = ("person", "director", "starring", "writer")
-
-
-def cites_what_was_asked(supported: Sequence[Claim], constraints: Constraints) -> bool:
-    """A supported claim of a requested person or genre, or of the year / decade when a period was asked for."""
-    period = constraints.min_year is not None or constraints.max_year is not None
-    return any((c.kind in PERSON_KINDS and c.value in constraints.people)
-               or (c.kind == "genre" and c.value in constraints.genres)
-               or (c.kind in ("year", "decade") and period) for c in supported)
-
-
-def cites_liked(supported: Sequence[Claim], state: SessionState, catalog: Catalog) -> bool:
-    """A supported comparison with a liked movie (the checker supports it only when the two share facts), or a
-    person who also made or starred in a liked movie."""
-    liked_people = {p for i in state.liked if i in catalog
-                    for p in (*catalog[i].directors, *catalog[i].cast, *catalog[i].writers)}
-    return any(c.kind == "movie" or (c.kind in PERSON_KINDS and c.value in liked_people) for c in supported)
 
 
 def _has_requests(constraints: Constraints) -> bool:

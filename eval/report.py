@@ -80,16 +80,18 @@ def build_tables(results: dict) -> list[Table]:
                         "explanation with a word no fact licenses counts as having an unsupported claim.",
             examples))
     personal_rows = [[name, _pct(e.get("model_written_share")), _pct(e["shown"].get("personalisation_rate")),
-                      _pct(e["shown"].get("asked_fact_citation_rate")),
+                      _pct(e["shown"].get("personal_ceiling")), _pct(e["shown"].get("asked_fact_citation_rate")),
                       _num(e["shown"].get("facts_per_explanation"), 2)]
                      for name, r in systems.items() if (e := r.get("explanations")) and e["shown"]["explanations"]]
     if personal_rows:
         tables.append(Table(
-            "Explanations users see", ["system", "model-written", "personal", "cite what was asked", "facts each"],
+            "Explanations users see", ["system", "model-written", "personal", "personal at most", "cite what was asked",
+                                       "facts each"],
             personal_rows, "Model-written: the model's own sentence passed the fact check (else one composed from "
                            "facts is shown). Personal: of explanations in sessions with a liked movie or a request, "
                            "those citing a liked movie the pick shares facts with, a person of a liked movie, or "
-                           "what was asked. Cite what was asked: of explanations in sessions that asked for people, "
+                           "what was asked. Personal at most: of the same, those whose pick has any of these to "
+                           "cite. Cite what was asked: of explanations in sessions that asked for people, "
                            "genres or a period, those citing one of them. Facts each: supported claims per "
                            "explanation."))
     memory = results.get("memory")

@@ -6,7 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.grounding import Claim, FactChecker, asked_people, compose_explanation, names_everyone
+from agent.grounding import (
+    Claim,
+    FactChecker,
+    answers_the_person,
+    asked_people,
+    compose_explanation,
+    could_be_personal,
+    names_everyone,
+)
 from agent.types import Constraints, SessionState
 from retrieval.catalog import Catalog, Item, load_catalog_file
 from retrieval.titles import TitleMatcher
@@ -89,6 +97,31 @@ def test_a_person_asked_for_leads_the_composed_explanation_even_over_a_liked_mov
     assert asked_people(CATALOG[TITANIC], state) == ()  # he is not in Titanic: nothing to name
     assert names_everyone("Inception stars TOM HARDY.", ("Tom Hardy",))
     assert not names_everyone("Inception stars Hardy.", ("Tom Hardy",))
+
+
+def test_a_true_sentence_is_shown_only_when_it_answers_this_person(checker):
+    """True is not enough: the model's sentence must cite what was asked for when the pick has it, and tie the pick
+    to a liked movie when it shares facts with one; a pick with nothing personal keeps any true sentence."""
+    inception = CATALOG[INCEPTION]
+
+    def shown(text: str, state: SessionState) -> bool:
+        check = checker.check(text, inception, state)
+        return check.grounded and answers_the_person(text, check, inception, state, CATALOG)
+
+    plain = "Inception (2010) is directed by Christopher Nolan."
+    fan = liked(MATRIX)  # Inception shares Action and Sci-Fi with The Matrix
+    assert could_be_personal(inception, fan, CATALOG)
+    assert not shown(plain, fan)
+    assert shown("Like The Matrix, which you liked, Inception is a Sci-Fi film.", fan)
+    thriller = SessionState("s", constraints=Constraints(genres=("Thriller",)))
+    assert not shown(plain, thriller)
+    assert shown("Inception is a Thriller directed by Christopher Nolan.", thriller)
+    stranger = liked(TOY_STORY)  # shares nothing with Inception, asked for nothing
+    assert not could_be_personal(inception, stranger, CATALOG)
+    assert shown(plain, stranger)
+    for state in (fan, thriller):  # what is composed instead always answers the person
+        text, _ = compose_explanation(inception, state, CATALOG)
+        assert shown(text, state), text
 
 
 @pytest.mark.parametrize("item_id", [i.item_id for i in CATALOG])

@@ -143,8 +143,7 @@ class FactChecker:
         unsupported += [Claim("misspelt_title", m.surface) for m in found if m.edits]  # "The Exorcism" for The Exorcist
         mentions = [m for m in found if not m.edits]
         itself = {m.item_id for m in mentions if self._names_the_item(text, m, item)}
-        unsupported += [Claim("year", year) for m in mentions if self._same_title(m, item)  # "Inception (1999)"
-                        and (year := _written_year(text, m, item.title)) and year != str(item.year)]
+        unsupported += [Claim("year", year) for m in mentions if (year := self._wrong_year(text, m, item))]
         for claim in self.find_claims(text, found):
             if claim.kind in ("movie", "movie_named") and (claim.value in itself
                                                             or _is_the_item(claim.value, item, self.catalog)):
@@ -162,6 +161,15 @@ class FactChecker:
         the 1984 film), unless a different year is written with it."""
         written = _written_year(text, mention, item.title)
         return self._same_title(mention, item) and (not written or written == str(item.year))
+
+    def _wrong_year(self, text: str, mention, item: Item) -> str | None:
+        """The year written with the item's own title when it is not the item's ("Inception (1999)"); None when it
+        is the year of a namesake the mention names ("Like Ghostbusters (1984), which you liked": a claim about that
+        movie, checked as one)."""
+        year = _written_year(text, mention, item.title) if self._same_title(mention, item) else None
+        other = self.catalog.get(mention.item_id)
+        namesake = other is not None and other.item_id != item.item_id and str(other.year) == year
+        return year if year and year != str(item.year) and not namesake else None
 
     def _same_title(self, mention, item: Item) -> bool:
         other = self.catalog.get(mention.item_id)

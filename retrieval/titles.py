@@ -58,6 +58,8 @@ MINOR_WORDS = ARTICLES | frozenset(
 )
 QUOTES = "\"'“”‘’«»`"
 _TOKEN = re.compile(r"[^\W_]+(?:['’][^\W_]+)*|&")
+_HYPHEN_BEFORE = re.compile(r"[^\W_]-\Z")
+_HYPHEN_AFTER = re.compile(r"-[^\W_]")
 _TRAILING_YEAR = re.compile(r"\s*\(\s*(\d{4})\s*\)\s*$")
 _YEAR_AFTER = re.compile(r"[!?.'’…]{0,3}\s*\(\s*(1[89]\d\d|20\d\d)\s*\)|\s+(1[89]\d\d|20\d\d)\b")
 _SUBTITLE = re.compile(r":|\s[-–—]\s")
@@ -486,6 +488,8 @@ class TitleMatcher:
         if cand.edits > edit_budget(cand.key):
             return None
         start, end = tokens[cand.i].start, tokens[cand.j - 1].end
+        if _HYPHEN_BEFORE.search(text[max(0, start - 2):start]) or _HYPHEN_AFTER.match(text, end):
+            return None  # part of a hyphenated word: the "Joy" of "Anya Taylor-Joy" is not the film Joy
         year, year_end, parenthesised = year_after
         version = self._choose(cand.key, year)
         if year is not None and (version.year == year or parenthesised):

@@ -141,6 +141,11 @@ def test_the_items_own_title_without_a_year_is_the_item_even_when_a_namesake_exi
     assert checker.check("Ghostbusters (2016) is a Comedy film.", remake, state).grounded
     wrong = checker.check("Ghostbusters (1984) is a Comedy film.", remake, state)
     assert Claim("movie_named", "g84") in wrong.unsupported
+    fan = SessionState("s", liked=("g84",))  # the original's year is its own, not a wrong year of the remake
+    text, _ = compose_explanation(remake, fan, catalog)
+    assert text.startswith("Like Ghostbusters (1984), which you liked") and checker.check(text, remake, fan).grounded
+    assert Claim("movie_named", "g84") in checker.check("Ghostbusters (1984) is a Comedy film.", remake,
+                                                        fan).unsupported  # the original, not a comparison
 
 
 @pytest.mark.parametrize("text", [

@@ -148,6 +148,12 @@ def test_a_capitalised_word_inside_a_longer_name_is_not_a_title(matcher):
     assert found(matcher, "I grew up with Big Bird") == []
 
 
+def test_a_title_is_never_part_of_a_hyphenated_word(matcher):
+    """Seen in a composed explanation: the "Love" of a hyphenated name read as the film Love (2015)."""
+    assert found(matcher, "starring Courtney Love-Smith and Go-Go Dancers") == []
+    assert found(matcher, "Love (2015) and Spider-Man") == ["15", "17"]
+
+
 def test_a_single_lowercase_word_is_never_corrected(matcher):
     assert found(matcher, "i loved inceptoin") == []
 

@@ -90,8 +90,8 @@ def load_engine(settings: Settings, adapters: dict[str, str]) -> ChatEngine:
     if settings.engine == "vllm":
         from agent.vllm_engine import VLLMEngine
 
-        # one adapter is served merged into the weights (no LoRA per token); --no-merge serves it as a LoRA beside
-        # the base model, which is then served too
+        # one adapter is served merged into the weights (no LoRA per token); CONVREC_MERGE_ADAPTERS=0 serves it as a
+        # LoRA beside the base model, which is then served too
         merged = (merged_checkpoint(model_path, next(iter(adapters.values())), pick_dtype(settings.dtype),
                                     settings.cache_dir) if settings.merge_adapters and len(adapters) == 1 else None)
         return VLLMEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,

@@ -24,6 +24,7 @@ token ids, so both engines see the same tokens. Errors: anything vLLM raises bec
 from __future__ import annotations
 
 import asyncio
+import atexit
 import os
 import threading
 import uuid
@@ -57,6 +58,7 @@ class VLLMEngine:
         os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
         os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
         os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")  # its warnings are about tuning, not faults
+        os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # `convrec ask --json`'s stdout is the JSON
         # `compiled`: torch.compile fuses the CPU build's many small element-wise ops (RMS norm, SiLU, rotary), each
         # otherwise its own pass over the activations with a thread barrier (make bench: about a tenth more turns/s);
         # the first start compiles for about 50 s, later ones reuse ~/.cache/vllm's compiled graphs (+6 s). Its
@@ -108,6 +110,7 @@ class VLLMEngine:
         except BaseException:
             self._loop.call_soon_threadsafe(self._loop.stop)
             raise
+        atexit.register(self.close)  # stopped while the interpreter is whole: no shutdown tracebacks at exit
 
     @staticmethod
     async def _start(args):
@@ -157,6 +160,9 @@ class VLLMEngine:
         if handler is not None:  # stopped first, so it does not report the worker's exit as an engine failure
             handler.cancel()
         self._engine.shutdown()
+        # AsyncLLM.__del__ shuts down again when it is collected, at interpreter exit after its module's globals are
+        # gone ("'NoneType' object is not callable" on stderr): once is enough
+        self._engine.shutdown = lambda timeout=None: None
 
     # -- inside ----------------------------------------------------------------------------------------------------
     def _params(self, max_new_tokens: int, **extra: Any):

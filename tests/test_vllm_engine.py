@@ -204,6 +204,23 @@ def test_serve_with_vllm_answers_with_the_merged_adapter_and_names_what_it_serve
         server.wait(timeout=60)
 
 
+@needs_data
+def test_ask_with_vllm_prints_one_json_document_and_no_traceback(tmp_path, redial_index_dir):
+    """`convrec ask --engine vllm --json ... | python -m json.tool`: standard output is the turn's JSON alone (vLLM
+    logs to stderr) and the engine stops without a traceback at exit."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir),
+           "CONVREC_DB": str(tmp_path / "sessions.sqlite3")}
+    command = [sys.executable, "-m", "ui.cli", "ask", "--engine", "vllm", "--adapter", str(COMMITTED),
+               "--session", "ask-vllm", "--json", "I loved The Matrix"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert len(json.loads(done.stdout)["recommendations"]) == 5
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr[-2000:]
+
+
 @pytest.fixture(scope="module")
 def vllm_server(model_path, tmp_path_factory):
     """vLLM's own OpenAI-compatible server (what `vllm serve` runs) on loopback, the adapter as a LoRA module."""

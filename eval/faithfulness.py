@@ -44,7 +44,7 @@ class ExplanationStats:
     words: int = 0
     distinct_2: list[float] = field(default_factory=list)
     unsupported_examples: list[str] = field(default_factory=list)
-    could_be_personal: int = 0
+    personal_possible: int = 0
     personal: int = 0
     pick_has_personal_facts: int = 0
     asked_for_something: int = 0
@@ -70,7 +70,7 @@ class ExplanationStats:
                 self.asked_for_something += 1
                 self.cites_what_was_asked += asked
             if state.liked or _has_requests(state.constraints):
-                self.could_be_personal += 1
+                self.personal_possible += 1
                 self.personal += asked or cites_liked(check.supported, state, checker.catalog)
                 self.pick_has_personal_facts += could_be_personal(item, state, checker.catalog)
             if check.unsupported and len(self.unsupported_examples) < 5:
@@ -90,9 +90,9 @@ class ExplanationStats:
             "with_unsupported": _share(self.with_unsupported, written),
             "citing_a_fact": _share(self.citing, written),
             "facts_per_explanation": _share(self.supported, written),
-            "personalisation_rate": _share(self.personal, self.could_be_personal),
-            "personal_possible": self.could_be_personal,
-            "personal_ceiling": _share(self.pick_has_personal_facts, self.could_be_personal),
+            "personalisation_rate": _share(self.personal, self.personal_possible),
+            "personal_possible": self.personal_possible,
+            "personal_ceiling": _share(self.pick_has_personal_facts, self.personal_possible),
             "asked_fact_citation_rate": _share(self.cites_what_was_asked, self.asked_for_something),
             "asked_possible": self.asked_for_something,
             "words": _share(self.words, written),

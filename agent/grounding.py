@@ -166,10 +166,10 @@ class FactChecker:
         """The year written with the item's own title when it is not the item's ("Inception (1999)"); None when it
         is the year of a namesake the mention names ("Like Ghostbusters (1984), which you liked": a claim about that
         movie, checked as one)."""
-        year = _written_year(text, mention, item.title) if self._same_title(mention, item) else None
-        other = self.catalog.get(mention.item_id)
-        namesake = other is not None and other.item_id != item.item_id and str(other.year) == year
-        return year if year and year != str(item.year) and not namesake else None
+        if not self._same_title(mention, item):
+            return None
+        year = _written_year(text, mention, item.title)  # the mention's own movie is the item or a namesake
+        return year if year not in (None, str(item.year), str(self.catalog[mention.item_id].year)) else None
 
     def _same_title(self, mention, item: Item) -> bool:
         other = self.catalog.get(mention.item_id)

@@ -2,7 +2,8 @@
 
 Each `save` is one transaction: the new memory and the turn or feedback events that produced it are committed
 together, or not at all. A turn is saved with its picks first; `update_last_turn` adds its explanations (a second
-transaction). With API keys, a session has an owner (a hash of the key that created it). `forget` deletes
+transaction). A feedback event may carry the client's id: stored once per session, so a retried event is
+applied once. With API keys, a session has an owner (a hash of the key that created it). `forget` deletes
 every row of a session. A per-session lock serialises concurrent turns of one session within a
 process (no lost updates); different sessions run in parallel.
 """
@@ -42,10 +43,18 @@ CREATE TABLE IF NOT EXISTS events (
     session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
     kind       TEXT NOT NULL,
     item_id    TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    event_id   TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id);
 """
+EVENT_IDS = "CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(session_id, event_id) WHERE event_id IS NOT NULL"
+"""A client's event id is stored once per session (a retried event is recognised, `known_events`)."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The store cannot be read or written now (disk full, read-only, unreadable); nothing was changed. The message
+    says which file and why; the API answers 503."""
 
 
 class SqliteSessionStore:
@@ -60,14 +69,29 @@ class SqliteSessionStore:
             columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
             if "owner" not in columns:  # a store written before sessions had owners
                 db.execute("ALTER TABLE sessions ADD COLUMN owner TEXT")
+            if "event_id" not in {row[1] for row in db.execute("PRAGMA table_info(events)")}:  # ... or event ids
+                db.execute("ALTER TABLE events ADD COLUMN event_id TEXT")
+            db.execute(EVENT_IDS)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        """A connection; SQLite's operational failures (a full disk, a read-only file system, an unreadable file)
+        come out as `StoreUnavailable`, after the transaction was rolled back: nothing half-written stays."""
+        try:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        except sqlite3.Error as error:
+            raise StoreUnavailable(f"the session store {self.path} cannot be opened: {error}") from error
         try:
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA synchronous=FULL")  # an acknowledged turn survives a crash
             yield db
+        except sqlite3.OperationalError as error:
+            if db.in_transaction:
+                try:
+                    db.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite rolls back on its own when the connection closes
+            raise StoreUnavailable(f"the session store {self.path} cannot be used now: {error}") from error
         finally:
             db.close()
 
@@ -85,8 +109,9 @@ class SqliteSessionStore:
         return SessionState.from_dict(json.loads(row[0])) if row else None
 
     def save(self, state: SessionState, turn: dict[str, Any] | None = None,
-             events: list[tuple[str, str]] = ()) -> None:
-        """Commit the memory with the turn or feedback events (kind, item_id) that produced it, in one transaction."""
+             events: list[tuple[str, str] | tuple[str, str, str | None]] = ()) -> None:
+        """Commit the memory with the turn or feedback events (kind, item_id[, client event id]) that produced it, in
+        one transaction."""
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -100,11 +125,12 @@ class SqliteSessionStore:
                     db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?)",
                                (state.session_id, state.turn_count, turn["user"], turn["reply"],
                                 json.dumps(turn), now))
-                db.executemany("INSERT INTO events VALUES (?, ?, ?, ?)",
-                               [(state.session_id, kind, item_id, now) for kind, item_id in events])
+                db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                               [(state.session_id, e[0], e[1], now, e[2] if len(e) > 2 else None) for e in events])
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
 
     def update_last_turn(self, state: SessionState, turn: dict[str, Any]) -> None:
@@ -121,7 +147,8 @@ class SqliteSessionStore:
                     raise KeyError(f"session {state.session_id!r} has no stored turn {state.turn_count}")
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
                 raise
 
     def claim(self, session_id: str, owner: str | None) -> str | None:
@@ -142,6 +169,13 @@ class SqliteSessionStore:
         with self._connect() as db:
             return db.execute("SELECT kind, item_id FROM events WHERE session_id = ? ORDER BY rowid",
                               (session_id,)).fetchall()
+
+    def known_events(self, session_id: str, event_ids: list[str]) -> set[str]:
+        """Which of these client event ids the session has stored already."""
+        with self._connect() as db:
+            return {r[0] for r in db.execute(
+                f"SELECT event_id FROM events WHERE session_id = ? AND event_id IN ({','.join('?' * len(event_ids))})",
+                (session_id, *event_ids))} if event_ids else set()
 
     def history(self, session_id: str) -> list[dict[str, Any]]:
         """Every stored turn of a session, oldest first."""

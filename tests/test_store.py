@@ -75,16 +75,23 @@ def test_feedback_events_are_stored_with_the_memory_and_forgotten_with_it(tmp_pa
     assert store.events("s") == []
 
 
-def test_a_store_from_before_owners_is_upgraded_in_place(tmp_path):
+def test_a_store_from_before_owners_and_event_ids_is_upgraded_in_place(tmp_path):
     path = tmp_path / "old.sqlite3"
     db = sqlite3.connect(path)
     db.execute("CREATE TABLE sessions (session_id TEXT PRIMARY KEY, state TEXT NOT NULL, created_at REAL NOT NULL,"
                " updated_at REAL NOT NULL)")
+    db.execute("CREATE TABLE events (session_id TEXT NOT NULL, kind TEXT NOT NULL, item_id TEXT NOT NULL,"
+               " created_at REAL NOT NULL)")
     db.execute("INSERT INTO sessions VALUES ('old', ?, 0, 0)", (json.dumps(SessionState("old").to_dict()),))
+    db.execute("INSERT INTO events VALUES ('old', 'like', 'm1', 0)")
     db.commit()
     db.close()
     store = SqliteSessionStore(path)
     assert store.load("old") == SessionState("old") and store.owner("old") == (True, None)
+    store.save(SessionState("old"), events=[("dislike", "m2", "e-1")])
+    assert store.events("old") == [("like", "m1"), ("dislike", "m2")] and store.known_events("old", ["e-1"]) == {"e-1"}
+    with pytest.raises(sqlite3.IntegrityError):  # an event id is stored once per session
+        store.save(SessionState("old"), events=[("like", "m2", "e-1")])
 
 
 def test_the_explanations_rewrite_the_last_turn_and_nothing_else(tmp_path):

@@ -148,6 +148,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         settings.explain_with_llm = False
     if args.candidates:
         settings.candidates_in_prompt = args.candidates
+    if args.debug:  # the only way user text reaches the log
+        import logging
+
+        logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger("convrec").setLevel(logging.DEBUG)
     keys = tuple(args.api_key or [k for k in os.environ.get("CONVREC_API_KEYS", "").split(",") if k.strip()])
     app = create_app(settings, ServerConfig(api_keys=keys, rate_limit=args.rate_limit))
     print(f"convrec API on http://{args.host}:{args.port}/v1 (keys: {'on' if keys else 'off'}); "
@@ -229,7 +234,7 @@ def cmd_crashtest(args: argparse.Namespace) -> int:
     report = run_crash_check(env, clients=args.clients, turns=args.turns, kill_after=args.kill_after,
                              server_args=("--no-llm-explanations", "--candidates", "10"))
     print(json.dumps(report, indent=2))
-    return 0 if report["lost"] == 0 else 1
+    return 0 if report["lost"] == report["streamed_turns_lost"] == report["events_lost"] == 0 else 1
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -436,6 +441,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="candidates the LLM ranks per turn (default 20; the prompt names them A-Z)")
     serve.add_argument("--no-llm-explanations", action="store_true",
                        help="compose explanations from facts only (faster; no generation)")
+    serve.add_argument("--debug", action="store_true",
+                       help="log each turn's text (user messages never reach the log otherwise)")
     web = command("ui", cmd_ui, "the web chat (Gradio): cards, feedback buttons, an editable memory")
     web.add_argument("--host", default="127.0.0.1")
     web.add_argument("--port", type=int, default=7860)

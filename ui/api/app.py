@@ -30,12 +30,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.config import Settings
+from agent.store import StoreUnavailable
 from ui.api.metrics import Metrics
-from ui.api.protocol import ApiError, ChatCompletionRequest, FeedbackBatch, FeedbackEvent
+from ui.api.openapi import openapi_document
+from ui.api.protocol import MAX_BODY_BYTES, ROLES, ApiError, ChatCompletionRequest, FeedbackBatch, FeedbackEvent
 from ui.api.serving import ChatService
 
 log = logging.getLogger("convrec.api")
-MAX_BODY_BYTES = 1_000_000
 
 
 @dataclass
@@ -143,11 +144,20 @@ def create_app(settings: Settings, config: ServerConfig | None = None, *, build=
     async def api_error(request: Request, error: ApiError):
         return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, error: StoreUnavailable):
+        log.error("%s", error)
+        metrics.errors.labels(kind="StoreUnavailable").inc()
+        reason = error.__cause__ or error  # SQLite's words ("database or disk is full"), not the file's path
+        body = ApiError(503, f"the session store cannot be used now ({reason}); nothing was changed, retry later",
+                        type="store_unavailable", code="store_unavailable").body()
+        return JSONResponse(body, status_code=503, headers={"Retry-After": str(config.retry_after_loading)})
+
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException):
         code = "not_found" if error.status_code == 404 else None
         return JSONResponse(ApiError(error.status_code, str(error.detail), code=code).body(),
-                            status_code=error.status_code)
+                            status_code=error.status_code, headers=error.headers)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception):
@@ -210,6 +220,13 @@ def create_app(settings: Settings, config: ServerConfig | None = None, *, build=
     def delete_session(session_id: str, request: Request):
         return service().delete_session(session_id, authorize(request))
 
+    def document() -> dict:
+        if loading.service is None:
+            return openapi_document(app)
+        svc = loading.service
+        return openapi_document(app, next(iter(svc.recommender.catalog)).item_id, svc.model_names())
+
+    app.openapi = document
     return app
 
 
@@ -228,5 +245,16 @@ def _validate(model, data):
         return model.model_validate(data)
     except ValidationError as error:
         first = error.errors()[0]
-        param = ".".join(str(p) for p in first["loc"]) or None
+        param = ".".join(str(p) for p in _field_path(first["loc"])) or None
         raise ApiError(400, f"{param or 'body'}: {first['msg']}", param=param) from None
+
+
+def _field_path(loc: tuple) -> list:
+    """pydantic's error location without its union tags: ("messages", 0, "user", "content", "str") ->
+    ["messages", 0, "content"]."""
+    path = []
+    for part in loc:
+        tag = path and isinstance(path[-1], int) and part in ROLES
+        if not tag and not (isinstance(part, str) and ("[" in part or part.endswith("str"))):
+            path.append(part)
+    return path

@@ -32,7 +32,7 @@ from agent import memory
 from agent.turn import InputError, Recommender, check_message, check_session_id
 from agent.types import Recommendation, TurnResult
 from ui.api.metrics import Metrics
-from ui.api.protocol import ApiError, ChatCompletionRequest, FeedbackEvent
+from ui.api.protocol import MAX_BODY_BYTES, ApiError, ChatCompletionRequest, FeedbackEvent
 
 log = logging.getLogger("convrec.api")
 
@@ -69,8 +69,11 @@ class ChatService:
         if not users:
             raise ApiError(400, "messages must contain a user message", param="messages")
         try:
+            for earlier in users[:-1]:  # not read, but a user message without text is malformed wherever it is
+                check_message(earlier.text(), limit=MAX_BODY_BYTES)
             text = check_message(users[-1].text(), self.recommender.settings.max_message_chars)
-            session_id = session_id or request.user or f"s-{uuid.uuid4().hex[:16]}"
+            if session_id is None:  # a header that is there is checked, even when empty
+                session_id = request.user or f"s-{uuid.uuid4().hex[:16]}"
             check_session_id(session_id)
         except InputError as error:
             raise ApiError(400, str(error), param="messages") from None
@@ -151,6 +154,7 @@ class ChatService:
 
     def run_turn(self, session_id: str, text: str, model: str | None = None, **callbacks) -> TurnResult:
         """The turn with `model`; `callbacks` (on_picks, on_explanation) go to `Recommender.run_turn`."""
+        log.debug("turn of %s: %r", session_id, text)  # user text is logged only with `convrec serve --debug`
         result = self.recommenders[model or self.model_names()[0]].run_turn(session_id, text, **callbacks)
         self.metrics.observe_turn(result.trace)
         return result
@@ -181,7 +185,9 @@ class ChatService:
         return {"session_id": session_id, "deleted": True}
 
     def apply_events(self, session_id: str, events: list[FeedbackEvent], owner: str | None) -> dict:
-        """Apply a batch of feedback events atomically: all are validated first, then stored in one transaction."""
+        """Apply a batch of feedback events atomically: all are validated first, then stored in one transaction. An
+        event whose `event_id` the session already has (a client's retry), or that comes twice in the batch, is
+        acknowledged and not applied again."""
         self.check_access(session_id, owner)
         unknown = [e.item_id for e in events if e.item_id not in self.recommender.catalog]
         if unknown:
@@ -192,12 +198,19 @@ class ChatService:
             state = sessions.load(session_id)
             if state is None:  # forgotten in between
                 raise _no_session(session_id)
+            seen = sessions.known_events(session_id, [e.event_id for e in events if e.event_id])
+            fresh = []
             for event in events:
+                if event.event_id is None or event.event_id not in seen:
+                    fresh.append(event)
+                    seen.add(event.event_id)
+            for event in fresh:
                 state = memory.apply_feedback(state, event.type, event.item_id)
-            sessions.save(state, events=[(e.type, e.item_id) for e in events])
-        for event in events:
+            sessions.save(state, events=[(e.type, e.item_id, e.event_id) for e in fresh])
+        for event in fresh:
             self.metrics.events.labels(type=event.type).inc()
-        return {"session_id": session_id, "applied": len(events), "memory": state.to_dict()}
+        return {"session_id": session_id, "applied": len(fresh), "duplicates": len(events) - len(fresh),
+                "memory": state.to_dict()}
 
     def remove_entry(self, session_id: str, entry: str, owner: str | None) -> dict:
         """Remove one memory entry ("liked:<id>", "genre:Comedy", "min_year", ...: agent.memory.ENTRY_KINDS)."""

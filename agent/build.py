@@ -11,7 +11,14 @@ from pathlib import Path
 from agent.config import DEFAULT_RANKER, DEFAULT_REACTIONS, Settings
 from agent.engines import ChatEngine, TransformersEngine, pick_dtype
 from agent.grounding import FactChecker
-from agent.models import adapter_name, adapter_retrieval_weight, merged_checkpoint, resolve_embedder, resolve_llm
+from agent.models import (
+    adapter_name,
+    adapter_retrieval_weight,
+    loading_model,
+    merged_checkpoint,
+    resolve_embedder,
+    resolve_llm,
+)
 from agent.reactions import ReactionModel, load_reactions
 from agent.store import SqliteSessionStore
 from agent.turn import Recommender
@@ -59,8 +66,9 @@ def load_collaborative(settings: Settings, kind: str = "cooccurrence") -> Collab
 
 
 def load_embedder(settings: Settings) -> SentenceTransformerEmbedder:
-    return SentenceTransformerEmbedder(resolve_embedder(settings.embedding_model, settings.cache_dir),
-                                       name=settings.embedding_model)
+    path = resolve_embedder(settings.embedding_model, settings.cache_dir)
+    with loading_model(path, "sentence embedder"):
+        return SentenceTransformerEmbedder(path, name=settings.embedding_model)
 
 
 def named_adapters(settings: Settings) -> dict[str, str]:
@@ -96,9 +104,10 @@ def load_engine(settings: Settings, adapters: dict[str, str]) -> ChatEngine:
                                     settings.cache_dir) if settings.merge_adapters and len(adapters) == 1 else None)
         return VLLMEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
                           seed=settings.seed, merged_path=merged, compiled=settings.vllm_compile)
-    return TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
-                              prefix_caching=settings.prefix_cache,
-                              merge_adapters=settings.merge_adapters, prompt_lookup=settings.prompt_lookup)
+    with loading_model(model_path, "LLM"):
+        return TransformersEngine(model_path, adapters=adapters, model_name=settings.model, dtype=settings.dtype,
+                                  prefix_caching=settings.prefix_cache,
+                                  merge_adapters=settings.merge_adapters, prompt_lookup=settings.prompt_lookup)
 
 
 def build_recommender(settings: Settings, *, progress: bool = False,

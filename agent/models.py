@@ -32,7 +32,27 @@ SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 class ModelNotFound(RuntimeError):
-    """The model's weights are not installed; the message says which package or path is missing."""
+    """The model's weights are not installed, or their files are damaged; the message says which and what to do."""
+
+
+@contextmanager
+def loading_model(path: str, what: str = "model") -> Iterator[None]:
+    """Turn a failure to load a model's files (missing, truncated, not JSON, ...) into `ModelNotFound` naming the
+    folder and the remedy: a converted default is converted again once its folder is deleted."""
+    if _looks_like_a_path(path) and not Path(path).is_dir():
+        raise ModelNotFound(f"no {what} folder at {path}")
+    try:
+        yield
+    except Exception as error:  # transformers, tokenizers and safetensors each raise their own kinds
+        converted = Path(path).parent.name == "models" and Path(path).name in (DEFAULT_LLM, DEFAULT_EMBEDDER)
+        remedy = (f"delete {path} and it is converted again from its package" if converted
+                  else "check its config.json, tokenizer and weights (*.safetensors)")
+        raise ModelNotFound(f"the {what} in {path} cannot be loaded, its files are missing or damaged "
+                            f"({type(error).__name__}: {str(error)[:300]}); {remedy}") from error
+
+
+def _looks_like_a_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or Path(name).is_absolute() or name.count("/") > 1
 
 
 def resolve_llm(name: str, cache_dir: Path) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +21,8 @@ from tqdm import tqdm
 
 from retrieval.catalog import Catalog, Item
 from retrieval.embeddings import Embedder
+
+log = logging.getLogger("convrec.index")
 
 BATCH = 256
 EXACT_SEARCH_MAX = 200_000
@@ -116,9 +120,12 @@ def build_index(catalog: Catalog, embedder: Embedder, index_dir: Path, *, progre
                 force: bool = False) -> tuple[ChromaIndex, IndexStatus]:
     """Open the index for `catalog`, (re)building it only when the catalog or the embedder changed."""
     started = time.perf_counter()
-    index = ChromaIndex(index_dir, catalog)
-    if not force and index.is_current(catalog, embedder):
-        return index, IndexStatus(index.name, index.collection.count(), False, time.perf_counter() - started)
+    try:
+        index = ChromaIndex(index_dir, catalog)
+        if not force and index.is_current(catalog, embedder):
+            return index, IndexStatus(index.name, index.collection.count(), False, time.perf_counter() - started)
+    except Exception as error:  # a damaged folder: Chroma's own errors, SQLite's, OSError; all mean "rebuild"
+        index = _reopen_damaged(index_dir, catalog, error)
     index.stamp_path.unlink(missing_ok=True)
     index.client.delete_collection(index.name)
     index.collection = index.client.create_collection(index.name, metadata={"hnsw:space": "cosine"})
@@ -137,6 +144,19 @@ def build_index(catalog: Catalog, embedder: Embedder, index_dir: Path, *, progre
     # Written last: an interrupted build has no stamp and is rebuilt next time.
     index.stamp_path.write_text(json.dumps(index.stamp(catalog, embedder)))
     return index, IndexStatus(index.name, index.collection.count(), True, time.perf_counter() - started)
+
+
+def _reopen_damaged(index_dir: Path, catalog: Catalog, error: Exception) -> ChromaIndex:
+    """Set a damaged index folder aside (`<folder>.damaged`, replacing an older one), say so, open a fresh one."""
+    from chromadb.api.client import SharedSystemClient
+
+    SharedSystemClient.clear_system_cache()  # Chroma keeps one client per path: drop the damaged one
+    aside = index_dir.with_name(index_dir.name + ".damaged")
+    shutil.rmtree(aside, ignore_errors=True)
+    index_dir.rename(aside)
+    log.warning("the index in %s could not be read (%s: %s); moved it to %s and rebuilding it", index_dir,
+                type(error).__name__, str(error)[:200], aside)
+    return ChromaIndex(index_dir, catalog)
 
 
 def _metadata(item: Item) -> dict[str, str | int]:

@@ -4,9 +4,11 @@ official `openai` client, LangChain's ChatOpenAI, and plain HTTP for the error c
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
 import uuid
+from pathlib import Path
 
 import httpx
 import openai
@@ -15,6 +17,8 @@ import pytest
 from eval.crash import free_port, run_crash_check, start_server
 from eval.load import run_load
 from tests.conftest import DATA_DIR, SMALL_CATALOG
+from ui.api.metrics import Metrics
+from ui.api.serving import ChatService
 
 pytestmark = pytest.mark.slow
 KEY_A, KEY_B = "test-key-a", "test-key-b"
@@ -29,10 +33,14 @@ def server_env(tmp_path_factory, redial_index_dir) -> dict:
 
 
 @pytest.fixture(scope="module")
-def url(server_env, tmp_path_factory):
+def server_log(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("api-log") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def url(server_env, server_log):
     port = free_port()
-    log = tmp_path_factory.mktemp("api-log") / "serve.log"
-    process = start_server(port, server_env, "--api-key", KEY_A, "--api-key", KEY_B, *FAST, log_path=log)
+    process = start_server(port, server_env, "--api-key", KEY_A, "--api-key", KEY_B, *FAST, log_path=server_log)
     yield f"http://127.0.0.1:{port}"
     process.terminate()
     process.wait(timeout=30)
@@ -286,9 +294,33 @@ def test_engine_unavailable_gets_503_with_retry_after(tmp_path):
         process.wait(timeout=30)
 
 
-def test_kill_9_mid_load_loses_no_acknowledged_turn(server_env, tmp_path):
+def test_kill_9_mid_load_loses_no_acknowledged_turn_stream_or_event(server_env, tmp_path):
     env = {**server_env, "CONVREC_DB": str(tmp_path / "crash.sqlite3")}
     report = run_crash_check(env, clients=6, turns=8, kill_after=12, server_args=FAST,
                              log_path=tmp_path / "serve.log")
     assert report["acknowledged"] > 0 and report["failed_by_the_kill"] > 0, report
-    assert report["lost"] == 0, report
+    assert report["streamed_turns_acknowledged"] > 0 and report["events_acknowledged"] > 0, report
+    assert report["lost"] == report["streamed_turns_lost"] == report["events_lost"] == 0, report
+
+
+def test_user_text_never_reaches_the_server_log(url, server_log):
+    secret = f"my-private-canary-{uuid.uuid4().hex[:8]}"
+    sid = session()
+    assert ask(url, sid, f"I loved The Matrix, {secret}").status_code == 200
+    with httpx.stream("POST", f"{url}/v1/chat/completions", headers={**auth(), "X-Session-Id": sid}, timeout=300,
+                      json={"messages": [{"role": "user", "content": f"more like {secret}"}], "stream": True}) as r:
+        assert r.status_code == 200 and "[DONE]" in r.read().decode()
+    for bad in ({"messages": [{"role": "user", "content": secret * 1000}]},
+                {"model": secret, "messages": [{"role": "user", "content": secret}]}):
+        assert httpx.post(f"{url}/v1/chat/completions", headers=auth(), json=bad, timeout=60).status_code == 400
+    assert secret not in server_log.read_text(errors="replace")
+
+
+def test_debug_logs_the_user_text(small_recommender, caplog):
+    service = ChatService(small_recommender, Metrics())
+    with caplog.at_level(logging.INFO, logger="convrec"):
+        service.run_turn("log-1", "a quiet canary request")
+    assert "quiet canary" not in caplog.text
+    with caplog.at_level(logging.DEBUG, logger="convrec"):
+        service.run_turn("log-1", "a loud canary request")
+    assert "loud canary" in caplog.text

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SETUP  := $(VENV)/.setup-done
 ADAPTER := finetune/adapters/convrec-redial-lora
 
-.PHONY: setup browser demo test test-fast lint index finetune ranker bench clean
+.PHONY: setup browser demo test test-fast lint index finetune ranker bench fuzz load clean
 
 setup: $(SETUP)
 
@@ -48,6 +48,18 @@ ranker: setup
 bench: setup
 	$(BIN)/convrec index
 	$(BIN)/convrec load --engines transformers,vllm --clients 8 --turns 3 --adapter $(ADAPTER) --out bench-out
+
+# Schema fuzzing: >= 10,000 schemathesis requests against a real `convrec serve` (README "Hardening"; CI runs a
+# slice of it in tests/test_fuzz.py).
+fuzz: setup
+	$(BIN)/convrec index
+	$(BIN)/python -m eval.fuzz --max-examples 500 --min-requests 10000 --out fuzz-out
+
+# The soak: 32 clients x 20 turns on `convrec serve` with the adapter; no failure, no lost turn, flat resident memory
+# (about 25 minutes on 2 cores; CI runs 32 x 2 in tests/test_soak.py).
+load: setup
+	$(BIN)/convrec index
+	$(BIN)/python -m eval.soak --clients 32 --turns 20 --adapter $(ADAPTER) --out load-out
 
 test: setup browser
 	$(BIN)/python -m pytest

@@ -125,6 +125,8 @@ def build_index(catalog: Catalog, embedder: Embedder, index_dir: Path, *, progre
         if not force and index.is_current(catalog, embedder):
             return index, IndexStatus(index.name, index.collection.count(), False, time.perf_counter() - started)
     except Exception as error:  # a damaged folder: Chroma's own errors, SQLite's, OSError; all mean "rebuild"
+        if "locked" in str(error).lower():  # another process is writing it: not damage, nothing to set aside
+            raise
         index = _reopen_damaged(index_dir, catalog, error)
     index.stamp_path.unlink(missing_ok=True)
     index.client.delete_collection(index.name)

@@ -141,8 +141,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from ui.api.allocator import limit_arenas
     from ui.api.app import ServerConfig, create_app
 
+    limit_arenas()  # before any thread starts: resident memory stays flat under load (ui/api/allocator.py)
     settings = _settings(args)
     if args.no_llm_explanations:
         settings.explain_with_llm = False

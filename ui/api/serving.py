@@ -31,6 +31,7 @@ from dataclasses import asdict
 from agent import memory
 from agent.turn import InputError, Recommender, check_message, check_session_id
 from agent.types import Recommendation, TurnResult
+from ui.api.allocator import give_back
 from ui.api.metrics import Metrics
 from ui.api.protocol import MAX_BODY_BYTES, ApiError, ChatCompletionRequest, FeedbackEvent
 
@@ -155,7 +156,10 @@ class ChatService:
     def run_turn(self, session_id: str, text: str, model: str | None = None, **callbacks) -> TurnResult:
         """The turn with `model`; `callbacks` (on_picks, on_explanation) go to `Recommender.run_turn`."""
         log.debug("turn of %s: %r", session_id, text)  # user text is logged only with `convrec serve --debug`
-        result = self.recommenders[model or self.model_names()[0]].run_turn(session_id, text, **callbacks)
+        try:
+            result = self.recommenders[model or self.model_names()[0]].run_turn(session_id, text, **callbacks)
+        finally:
+            give_back()  # a turn's activations are freed memory now: back to the system (ui/api/allocator.py)
         self.metrics.observe_turn(result.trace)
         return result
 

@@ -13,6 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from agent.memory import FEEDBACK_KINDS
 
+MAX_BODY_BYTES = 1_000_000
+ROLES = ("system", "developer", "user", "assistant", "tool", "function")
+
 
 class ApiError(Exception):
     """An error answered in the OpenAI envelope: {"error": {"message", "type", "param", "code"}}."""
@@ -33,10 +36,6 @@ class ContentBlock(BaseModel):
     model_config = ConfigDict(extra="allow", strict=True)
     type: str
     text: str | None = None
-
-
-MAX_BODY_BYTES = 1_000_000
-ROLES = ("system", "developer", "user", "assistant", "tool", "function")
 
 
 class ChatMessage(BaseModel):

@@ -85,13 +85,15 @@ class SqliteSessionStore:
             db.execute("PRAGMA foreign_keys=ON")
             db.execute("PRAGMA synchronous=FULL")  # an acknowledged turn survives a crash
             yield db
-        except sqlite3.OperationalError as error:
+        except BaseException as error:  # any failure inside a transaction undoes all of it
             if db.in_transaction:
                 try:
                     db.execute("ROLLBACK")
                 except sqlite3.Error:
                     pass  # SQLite rolls back on its own when the connection closes
-            raise StoreUnavailable(f"the session store {self.path} cannot be used now: {error}") from error
+            if isinstance(error, sqlite3.OperationalError):
+                raise StoreUnavailable(f"the session store {self.path} cannot be used now: {error}") from error
+            raise
         finally:
             db.close()
 
@@ -115,41 +117,31 @@ class SqliteSessionStore:
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute(
-                    "INSERT INTO sessions (session_id, state, created_at, updated_at) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT(session_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
-                    (state.session_id, json.dumps(state.to_dict()), now, now),
-                )
-                if turn is not None:
-                    db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?)",
-                               (state.session_id, state.turn_count, turn["user"], turn["reply"],
-                                json.dumps(turn), now))
-                db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
-                               [(state.session_id, e[0], e[1], now, e[2] if len(e) > 2 else None) for e in events])
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            db.execute(
+                "INSERT INTO sessions (session_id, state, created_at, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(session_id) DO UPDATE SET state = excluded.state, updated_at = excluded.updated_at",
+                (state.session_id, json.dumps(state.to_dict()), now, now),
+            )
+            if turn is not None:
+                db.execute("INSERT INTO turns VALUES (?, ?, ?, ?, ?, ?)",
+                           (state.session_id, state.turn_count, turn["user"], turn["reply"],
+                            json.dumps(turn), now))
+            db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
+                           [(state.session_id, e[0], e[1], now, e[2] if len(e) > 2 else None) for e in events])
+            db.execute("COMMIT")
 
     def update_last_turn(self, state: SessionState, turn: dict[str, Any]) -> None:
         """Rewrite the memory and the session's last stored turn (its explanations came after the picks were saved),
         in one transaction; the turn must be there (saved with `save`)."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
-            try:
-                db.execute("UPDATE sessions SET state = ?, updated_at = ? WHERE session_id = ?",
-                           (json.dumps(state.to_dict()), time.time(), state.session_id))
-                updated = db.execute("UPDATE turns SET reply = ?, result = ? WHERE session_id = ? AND turn_index = ?",
-                                     (turn["reply"], json.dumps(turn), state.session_id, state.turn_count)).rowcount
-                if updated != 1:
-                    raise KeyError(f"session {state.session_id!r} has no stored turn {state.turn_count}")
-                db.execute("COMMIT")
-            except BaseException:
-                if db.in_transaction:
-                    db.execute("ROLLBACK")
-                raise
+            db.execute("UPDATE sessions SET state = ?, updated_at = ? WHERE session_id = ?",
+                       (json.dumps(state.to_dict()), time.time(), state.session_id))
+            updated = db.execute("UPDATE turns SET reply = ?, result = ? WHERE session_id = ? AND turn_index = ?",
+                                 (turn["reply"], json.dumps(turn), state.session_id, state.turn_count)).rowcount
+            if updated != 1:
+                raise KeyError(f"session {state.session_id!r} has no stored turn {state.turn_count}")
+            db.execute("COMMIT")
 
     def claim(self, session_id: str, owner: str | None) -> str | None:
         """Create the session for `owner` if it is new; return whoever owns it (None: nobody, e.g. no API keys)."""

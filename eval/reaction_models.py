@@ -12,7 +12,6 @@ same fold* - an optimistic figure, the same for every model, so only the compari
 from __future__ import annotations
 
 import json
-import random
 import time
 
 import numpy as np
@@ -21,7 +20,7 @@ from agent.build import load_embedder, load_settings_catalog
 from agent.config import Settings
 from eval.datasets import utterances
 from eval.redial_bench import memory_accuracy
-from finetune.reactions import FOLDS, SEED, embedded, final_memory, replay_steps
+from finetune.reactions import SEED, embedded, final_memory, folds, replay_steps
 from retrieval.redial import SEEKER, load_redial_dialogues, render_mentions, training_paths
 from retrieval.titles import TitleMatcher
 
@@ -43,9 +42,7 @@ def main() -> None:
     vectors = embedded(list(dict.fromkeys(texts)), load_embedder(settings), settings.cache_dir)
     replayed = {d.dialogue_id: replay_steps(d, catalog, matcher, vectors) for d in train}
     by_id = {d.dialogue_id: d for d in train}
-    order = list(range(len(train)))
-    random.Random(SEED).shuffle(order)
-    fold_of = {train[k].dialogue_id: n % FOLDS for n, k in enumerate(order)}
+    fold_of = folds(train)
     fit_ids = [i for i in by_id if fold_of[i] != 0]
     held = [i for i in by_id if fold_of[i] == 0]
     rows = [(x, y) for i in fit_ids for step in replayed[i] for x, y in zip(step.rows, step.labels, strict=True)]

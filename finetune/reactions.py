@@ -100,6 +100,13 @@ def final_memory(dialogue_id: str, steps: list[Step], thresholds: dict[str, floa
     return state
 
 
+def folds(train) -> dict[str, int]:
+    """dialogue id -> its fold (FOLDS folds, shuffled with SEED)."""
+    order = list(range(len(train)))
+    random.Random(SEED).shuffle(order)
+    return {train[k].dialogue_id: n % FOLDS for n, k in enumerate(order)}
+
+
 def embedded(texts: list[str], embedder, cache_dir: Path) -> dict[str, np.ndarray]:
     """text -> its embedding; kept in the cache folder (keyed by the texts and the embedder), so reruns skip it."""
     key = hashlib.sha256("\n".join([embedder.name, *texts]).encode()).hexdigest()[:16]
@@ -137,9 +144,7 @@ def main() -> None:
 
     replayed = {d.dialogue_id: replay_steps(d, catalog, matcher, vectors) for d in (*train, *valid)}
     by_id = {d.dialogue_id: d for d in (*train, *valid)}
-    folds = list(range(len(train)))
-    random.Random(SEED).shuffle(folds)
-    fold_of = {train[k].dialogue_id: n % FOLDS for n, k in enumerate(folds)}
+    fold_of = folds(train)
 
     def rows_of(ids):
         rows = [(r, y) for i in ids for s in replayed[i] for r, y in zip(s.rows, s.labels, strict=True)]

@@ -28,7 +28,7 @@ from agent.config import REPO_ROOT
 from tests.conftest import SMALL_CATALOG, make_settings
 from ui.api.metrics import Metrics
 from ui.api.protocol import ChatCompletionRequest
-from ui.api.serving import ChatService
+from ui.api.serving import ChatService, recommendation_dicts
 from ui.web import Card, _card_fields, card_markdown, plain, short_reply
 
 pytestmark = pytest.mark.slow
@@ -137,7 +137,7 @@ def test_injected_text_changes_nothing_it_must_not(service, place, k):
         assert sentence not in said, sentence
     assert "[system]" not in said and "Answer with JSON only" not in said
 
-    cards = [Card(**_card_fields(d)) for d in service_cards(service, result)]
+    cards = [Card(**_card_fields(d)) for d in recommendation_dicts(result.recommendations, catalog)]
     shown = [card_markdown(card, n + 1) for n, card in enumerate(cards)] + [plain(short_reply(result.reply))]
     html = MarkdownIt("commonmark", {"html": True}).render("\n\n".join(shown))
     assert all(tag in LAYOUT_TAGS and not attrs for tag, attrs in Tags(html).found), html
@@ -147,12 +147,6 @@ def test_injected_text_changes_nothing_it_must_not(service, place, k):
         own_words = own_words.replace(item.title, "")
     assert MARK not in own_words, said
     assert "evil.example" not in own_words and "666" not in own_words
-
-
-def service_cards(service: ChatService, result) -> list[dict]:
-    from ui.api.serving import recommendation_dicts
-
-    return recommendation_dicts(result.recommendations, service.recommender.catalog)
 
 
 def test_there_are_at_least_fifty_cases():

@@ -205,9 +205,10 @@ class ChatService:
             seen = sessions.known_events(session_id, [e.event_id for e in events if e.event_id])
             fresh = []
             for event in events:
-                if event.event_id is None or event.event_id not in seen:
+                if event.event_id not in seen:
                     fresh.append(event)
-                    seen.add(event.event_id)
+                    if event.event_id is not None:
+                        seen.add(event.event_id)
             for event in fresh:
                 state = memory.apply_feedback(state, event.type, event.item_id)
             sessions.save(state, events=[(e.type, e.item_id, e.event_id) for e in fresh])

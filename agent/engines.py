@@ -337,9 +337,16 @@ class PrefixCache:
         kept = copy.deepcopy(cache)
         if kept.get_seq_length() > len(ids):
             kept.crop(len(ids) - kept.get_seq_length())  # a negative count: drop that many from the end
+            for layer in kept.layers:  # crop leaves views of the whole prompt's storage: keep only the start
+                layer.keys, layer.values = layer.keys.contiguous(), layer.values.contiguous()
         self._caches[(model_name, tuple(ids))] = kept
         while len(self._caches) > self.entries:
             self._caches.popitem(last=False)
+
+    def nbytes(self) -> int:
+        """Memory that the kept caches hold (their tensors' whole storage)."""
+        return sum(t.untyped_storage().nbytes() for cache in self._caches.values() for layer in cache.layers
+                   for t in (layer.keys, layer.values))
 
 
 def common_length(a: Sequence[int], b: Sequence[int]) -> int:

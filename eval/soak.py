@@ -85,8 +85,16 @@ def run_soak(env: dict[str, str], *, clients: int, turns: int, server_args: tupl
                    stored_turns=sum(stored.values()), rss_first_quarter_mb=round(first_mb, 1),
                    rss_last_quarter_mb=round(last_mb, 1), rss_growth=round(last_mb / first_mb - 1, 4),
                    rss_peak_mb=round(max(rss for _, rss in samples) / 2**20, 1), rss_samples=len(samples),
+                   rss_mb_by_tenth=_by_tenth(samples, started, ended),
                    server_args=list(server_args), cpu=cpu_description())
     return summary
+
+
+def _by_tenth(samples: list[tuple[float, int]], started: float, ended: float) -> list[float]:
+    """Mean resident memory (MB) in each tenth of the run: the shape of the curve, not only its two ends."""
+    tenth = (ended - started) / 10
+    parts = [[rss for t, rss in samples if started + k * tenth <= t < started + (k + 1) * tenth] for k in range(10)]
+    return [round(statistics.mean(p) / 2**20, 1) if p else 0.0 for p in parts]
 
 
 def passed(summary: dict) -> bool:

@@ -153,6 +153,20 @@ def test_a_template_start_is_reused_when_turns_alternate_between_templates(engin
     assert kept >= fixed >= MIN_SHARED_PREFIX
 
 
+def test_a_kept_start_holds_the_memory_of_its_own_positions_only(engine):
+    """The cache handed to `keep` covers a whole prompt; the kept copy of its start must not hold the rest (a cropped
+    view would keep the whole storage alive: the server's memory grew with every longer prompt)."""
+    ids = engine._encode_prompt(MESSAGES) * 4
+    with torch.inference_mode():
+        cache = engine.model(torch.tensor([ids]), use_cache=True).past_key_values
+    prefixes = PrefixCache()
+    prefixes.keep(engine.model_name, ids[:40], cache)
+    layers = engine.model.config.num_hidden_layers
+    per_position = 2 * layers * engine.model.config.num_key_value_heads * engine.model.config.head_dim * 4
+    assert prefixes.nbytes() == 40 * per_position
+    assert prefixes.longest(engine.model_name, ids)[0] == 40
+
+
 def test_in_bfloat16_the_cached_ranking_is_the_same_but_for_near_ties(auto_engine):
     """bfloat16 keeps ~3 significant digits and its last bits depend on where a prefill is split, so a score moves
     by up to ~0.3 with the prefix cache: two candidates further apart than that keep their order."""

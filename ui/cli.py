@@ -141,10 +141,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ui.api.allocator import limit_arenas
+    from ui.api.allocator import limit_native_caches
     from ui.api.app import ServerConfig, create_app
 
-    limit_arenas()  # before any thread starts: resident memory stays flat under load (ui/api/allocator.py)
+    limit_native_caches()  # before any thread starts: resident memory stays flat under load (ui/api/allocator.py)
     settings = _settings(args)
     if args.no_llm_explanations:
         settings.explain_with_llm = False
@@ -170,7 +170,9 @@ def cmd_ui(args: argparse.Namespace) -> int:
         backend = ApiBackend(args.api_url, args.key)
     else:
         from agent.build import build_recommender
+        from ui.api.allocator import limit_native_caches
 
+        limit_native_caches()  # a long-running process too (ui/api/allocator.py)
         settings = _settings(args)
         backend = LocalBackend(lambda: build_recommender(settings, progress=True)[0])
     app = create_web_app(backend, concurrency_limit=args.concurrency)

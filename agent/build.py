@@ -28,6 +28,7 @@ from retrieval.catalog import Catalog, load_catalog
 from retrieval.collaborative import COLLABORATIVE_MODELS, Collaborative
 from retrieval.embeddings import SentenceTransformerEmbedder
 from retrieval.index import IndexStatus, build_index
+from retrieval.online import Blended, OnlineSignal
 from retrieval.ranker import LearnedRanker, load_ranker
 from retrieval.redial import dialogue_items, load_training_dialogues
 from retrieval.titles import TitleMatcher
@@ -118,11 +119,16 @@ def build_recommender(settings: Settings, *, progress: bool = False,
     index, status = build_index(catalog, embedder, settings.index_dir, progress=progress)
     ranker = load_ranker_of(settings)
     collaborative = load_collaborative(settings, ranker.card["collaborative"] if ranker else "cooccurrence")
-    retriever = HybridRetriever(catalog, index, embedder, collaborative, ranker=ranker)
+    sessions = SqliteSessionStore(settings.db_path, learn=settings.online_learning)
+    online = None
+    if settings.online_learning:  # the batch model plus what every session has liked since (retrieval/online.py)
+        online = OnlineSignal(sessions.likes_since, half_life_days=settings.online_half_life_days)
+        collaborative = Blended(collaborative, online)
+    retriever = HybridRetriever(catalog, index, embedder, collaborative, ranker=ranker, online=online)
     engine = load_engine(settings, adapters)
     matcher = TitleMatcher(catalog)
     recommender = Recommender(settings=settings, catalog=catalog, matcher=matcher, retriever=retriever,
-                              engine=engine, sessions=SqliteSessionStore(settings.db_path),
+                              engine=engine, sessions=sessions,
                               checker=FactChecker(catalog, matcher), reactions=load_reactions_of(settings),
                               retrieval_weights=calibrated_weights(adapters))
     if status.rebuilt and progress:

@@ -94,8 +94,16 @@ class Settings:
     (training.json "calibration", see finetune/calibrate.py), else DEFAULT_RETRIEVAL_WEIGHT."""
     max_message_chars: int = 4000
     """Longer user messages are refused with a clear error."""
+    rank_with_llm: bool = True
+    """The LLM orders the first candidates; False keeps the retrieval order (an experiment's arm without the model)."""
     explain_with_llm: bool = True
     """Generate explanations with the LLM (checked against the facts); False composes them from facts only."""
+    online_learning: bool = False
+    """Learn popularity and co-occurrence from every session's likes as they come (retrieval/online.py); the
+    serving commands (`convrec serve`, `ui`, `chat`, `ask`) turn it on unless --no-online-learning or
+    CONVREC_ONLINE=0; the offline jobs (eval, training) never learn from what they replay (env CONVREC_ONLINE=1)."""
+    online_half_life_days: float = 14.0
+    """How fast a like fades from the online model (env CONVREC_ONLINE_HALF_LIFE_DAYS)."""
     seed: int = 0
     """Seed for everything random (generation is greedy; the seed fixes any tie-breaking)."""
 
@@ -131,6 +139,11 @@ class Settings:
             settings.vllm_compile = os.environ.get("CONVREC_VLLM_COMPILE", "1") != "0"
         if "prompt_lookup" not in given:
             settings.prompt_lookup = os.environ.get("CONVREC_PROMPT_LOOKUP", "1") != "0"
+        if "online_learning" not in given:
+            settings.online_learning = os.environ.get("CONVREC_ONLINE", "0") != "0"
+        if "online_half_life_days" not in given:
+            settings.online_half_life_days = float(os.environ.get("CONVREC_ONLINE_HALF_LIFE_DAYS",
+                                                                  settings.online_half_life_days))
         settings.data_dir = Path(settings.data_dir)
         settings.cache_dir = Path(settings.cache_dir)
         settings.index_dir = Path(settings.index_dir or os.environ.get("CONVREC_INDEX_DIR")

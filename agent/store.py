@@ -4,8 +4,10 @@ Each `save` is one transaction: the new memory and the turn or feedback events t
 together, or not at all. A turn is saved with its picks first; `update_last_turn` adds its explanations (a second
 transaction). A feedback event may carry the client's id: stored once per session, so a retried event is
 applied once. With API keys, a session has an owner (a hash of the key that created it). `forget` deletes
-every row of a session. A per-session lock serialises concurrent turns of one session within a
-process (no lost updates); different sessions run in parallel.
+every row of a session. With online learning on, the store also keeps each session's liked items (`likes`: what
+the memory likes now, with when it was first liked), written in the same transaction as the memory, for the model
+that learns across sessions (retrieval/online.py). A per-session lock serialises concurrent turns of one session
+within a process (no lost updates); different sessions run in parallel.
 """
 
 from __future__ import annotations
@@ -47,7 +49,43 @@ CREATE TABLE IF NOT EXISTS events (
     event_id   TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id);
+CREATE TABLE IF NOT EXISTS likes (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
+    item_id    TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    UNIQUE (session_id, item_id)
+);
+CREATE TABLE IF NOT EXISTS experiments (
+    name       TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exposures (
+    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
+    experiment TEXT NOT NULL,
+    arm        TEXT NOT NULL,
+    turn_index INTEGER NOT NULL,
+    item_id    TEXT NOT NULL,
+    rank       INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    PRIMARY KEY (session_id, turn_index, item_id)
+);
+CREATE TABLE IF NOT EXISTS trials (
+    session_id TEXT NOT NULL,
+    experiment TEXT NOT NULL,
+    arm        TEXT NOT NULL,
+    turn_index INTEGER,
+    seconds    REAL,
+    fallback   INTEGER NOT NULL,
+    failed     INTEGER NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exposures_by_experiment ON exposures(experiment);
+CREATE INDEX IF NOT EXISTS trials_by_experiment ON trials(experiment, session_id);
 """
+Exposure = tuple[str, str, str, int]
+"""(experiment, arm, item id, rank): one pick shown to a session under an experiment's arm (agent/experiments.py)."""
 EVENT_IDS = "CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(session_id, event_id) WHERE event_id IS NOT NULL"
 """A client's event id is stored once per session (a retried event is recognised, `known_events`)."""
 
@@ -58,8 +96,10 @@ class StoreUnavailable(RuntimeError):
 
 
 class SqliteSessionStore:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, learn: bool = True) -> None:
         self.path = Path(path)
+        self.learn = learn
+        """Keep each session's liked items in `likes` (online learning; off: the table is left as it is)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
         self._locks_guard = threading.Lock()
@@ -111,9 +151,10 @@ class SqliteSessionStore:
         return SessionState.from_dict(json.loads(row[0])) if row else None
 
     def save(self, state: SessionState, turn: dict[str, Any] | None = None,
-             events: list[tuple[str, str] | tuple[str, str, str | None]] = ()) -> None:
-        """Commit the memory with the turn or feedback events (kind, item_id[, client event id]) that produced it, in
-        one transaction."""
+             events: list[tuple[str, str] | tuple[str, str, str | None]] = (),
+             exposures: list[Exposure] = ()) -> None:
+        """Commit the memory with the turn or feedback events (kind, item_id[, client event id]) that produced it, and
+        the turn's picks as an experiment's exposures, in one transaction."""
         now = time.time()
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -128,13 +169,32 @@ class SqliteSessionStore:
                             json.dumps(turn), now))
             db.executemany("INSERT INTO events VALUES (?, ?, ?, ?, ?)",
                            [(state.session_id, e[0], e[1], now, e[2] if len(e) > 2 else None) for e in events])
+            db.executemany("INSERT OR REPLACE INTO exposures VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           [(state.session_id, e[0], e[1], state.turn_count, e[2], e[3], now) for e in exposures])
+            if self.learn:
+                self._sync_likes(db, state, now)
             db.execute("COMMIT")
 
-    def update_last_turn(self, state: SessionState, turn: dict[str, Any]) -> None:
+    @staticmethod
+    def _sync_likes(db: sqlite3.Connection, state: SessionState, now: float) -> None:
+        """`likes` holds what the memory likes now: new likes added (a like kept its first time), the ones the memory
+        no longer likes (disliked since, removed by the user) deleted. A set, so a repeated event changes nothing."""
+        db.executemany("INSERT OR IGNORE INTO likes (session_id, item_id, created_at) VALUES (?, ?, ?)",
+                       [(state.session_id, item_id, now) for item_id in state.liked])
+        db.execute(f"DELETE FROM likes WHERE session_id = ? AND item_id NOT IN ({','.join('?' * len(state.liked))})",
+                   (state.session_id, *state.liked))
+
+    def update_last_turn(self, state: SessionState, turn: dict[str, Any],
+                         trial: tuple[str, str, float, bool] | None = None) -> None:
         """Rewrite the memory and the session's last stored turn (its explanations came after the picks were saved),
-        in one transaction; the turn must be there (saved with `save`)."""
+        with the turn's trial under an experiment (experiment, arm, seconds, fell back), in one transaction; the
+        turn must be there (saved with `save`)."""
         with self._connect() as db:
             db.execute("BEGIN IMMEDIATE")
+            if trial is not None:
+                db.execute("INSERT INTO trials VALUES (?, ?, ?, ?, ?, ?, 0, ?)",
+                           (state.session_id, trial[0], trial[1], state.turn_count, trial[2], int(trial[3]),
+                            time.time()))
             db.execute("UPDATE sessions SET state = ?, updated_at = ? WHERE session_id = ?",
                        (json.dumps(state.to_dict()), time.time(), state.session_id))
             updated = db.execute("UPDATE turns SET reply = ?, result = ? WHERE session_id = ? AND turn_index = ?",
@@ -182,9 +242,58 @@ class SqliteSessionStore:
             db.execute("BEGIN IMMEDIATE")
             db.execute("DELETE FROM turns WHERE session_id = ?", (session_id,))
             db.execute("DELETE FROM events WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM likes WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM exposures WHERE session_id = ?", (session_id,))
+            db.execute("DELETE FROM trials WHERE session_id = ?", (session_id,))
             deleted = db.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,)).rowcount
             db.execute("COMMIT")
         return deleted > 0
+
+    def likes_since(self, after: int) -> tuple[list[tuple[int, str, str, float]], int]:
+        """(rows of `likes` with id > after: (id, session_id, item_id, created_at), oldest first; how many rows the
+        table holds): what the online model reads to catch up (retrieval/online.py)."""
+        with self._connect() as db:
+            db.execute("BEGIN")  # one snapshot for both reads
+            rows = db.execute("SELECT id, session_id, item_id, created_at FROM likes WHERE id > ? ORDER BY id",
+                              (after,)).fetchall()
+            total = db.execute("SELECT count(*) FROM likes").fetchone()[0]
+            db.execute("COMMIT")
+        return rows, total
+
+    def record_failed_trial(self, session_id: str, experiment: str, arm: str) -> None:
+        """A turn under an experiment that failed (nothing of it was stored): counted by the error-rate guardrail."""
+        with self._connect() as db:
+            db.execute("INSERT INTO trials VALUES (?, ?, ?, NULL, NULL, 0, 1, ?)",
+                       (session_id, experiment, arm, time.time()))
+
+    def register_experiment(self, name: str, definition: dict[str, Any]) -> None:
+        """Keep an experiment's definition (its latest) so its report can be made from the store alone."""
+        with self._connect() as db:
+            db.execute("INSERT INTO experiments VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                       "definition = excluded.definition", (name, json.dumps(definition), time.time()))
+
+    def experiment_rows(self, name: str) -> dict[str, Any] | None:
+        """An experiment's definition, exposures (session, arm, turn, item, rank, time), trials (session, arm,
+        seconds, fallback, failed) and the outcome events of its sessions (session, kind, item, time); None when
+        the store has no such experiment. One snapshot."""
+        with self._connect() as db:
+            db.execute("BEGIN")
+            row = db.execute("SELECT definition FROM experiments WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                db.execute("COMMIT")
+                return None
+            exposures = db.execute("SELECT session_id, arm, turn_index, item_id, rank, created_at FROM exposures "
+                                   "WHERE experiment = ? ORDER BY created_at", (name,)).fetchall()
+            trials = db.execute("SELECT session_id, arm, seconds, fallback, failed FROM trials WHERE experiment = ?",
+                                (name,)).fetchall()
+            events = db.execute("SELECT session_id, kind, item_id, created_at FROM events WHERE session_id IN "
+                                "(SELECT DISTINCT session_id FROM exposures WHERE experiment = ?)", (name,)).fetchall()
+            db.execute("COMMIT")
+        return {"definition": json.loads(row[0]), "exposures": exposures, "trials": trials, "events": events}
+
+    def experiment_names(self) -> list[str]:
+        with self._connect() as db:
+            return [r[0] for r in db.execute("SELECT name FROM experiments ORDER BY created_at")]
 
     def session_ids(self) -> list[str]:
         with self._connect() as db:

@@ -69,6 +69,9 @@ class Recommender:
     """model name -> its calibrated fusion weight (an adapter's training.json); see `retrieval_weight`."""
     reactions: ReactionModel | None = None
     """What a reply says of the movies just suggested when it names none of them (agent/reactions.py)."""
+    experiment: tuple[str, str] | None = None
+    """(experiment, arm) this recommender serves (agent/experiments.py): each turn's picks are stored as exposures
+    with the turn, and its time and fallbacks as a trial."""
 
     @property
     def retrieval_weight(self) -> float:
@@ -97,16 +100,19 @@ class Recommender:
             unexplained = [Recommendation(i, self.catalog[i].title, self.catalog[i].year, rank, "")
                            for rank, i in enumerate(ranked[:n], start=1)]
             reply, recorded, turn = self._remember(state, signals, text, unexplained, trace)
-            with timed_stage(trace, "save"):
-                self.sessions.save(recorded, turn=turn)  # the picks, committed before any explanation is written
+            exposures = [(*self.experiment, r.item_id, r.rank) for r in unexplained] if self.experiment else []
+            with timed_stage(trace, "save"):  # the picks, committed before any explanation is written
+                self.sessions.save(recorded, turn=turn, exposures=exposures)
             trace.timings["first_pick"] = round(time.perf_counter() - started, 4)
             if on_picks is not None:
                 on_picks(TurnResult(session_id, reply, tuple(unexplained), recorded, trace))
             with timed_stage(trace, "explain"):
                 recommendations = self.explain(state, tuple(r.item_id for r in unexplained), trace, on_explanation)
             reply, recorded, turn = self._remember(state, signals, text, recommendations, trace)
+            trial = ((*self.experiment, time.perf_counter() - started, bool(trace.fallbacks)) if self.experiment
+                     else None)
             with timed_stage(trace, "save"):
-                self.sessions.update_last_turn(recorded, turn=turn)
+                self.sessions.update_last_turn(recorded, turn=turn, trial=trial)
         trace.timings["total"] = round(time.perf_counter() - started, 4)
         return TurnResult(session_id, reply, tuple(recommendations), recorded, trace)
 
@@ -132,6 +138,9 @@ class Recommender:
             shown = candidates[: self.settings.candidates_in_prompt]
             trace.candidates = len(shown)
             trace.candidate_ids = tuple(c.item_id for c in shown)
+        if not self.settings.rank_with_llm:  # an experiment's arm without the model: the retrieval order
+            ranked, trace.loosened = self.honour_requests(state, text, tuple(c.item_id for c in candidates))
+            return ranked
         with timed_stage(trace, "rank"):
             messages = rank_prompt(state, text, shown, self.catalog, self.settings.n)
             ranking = rank_candidates(self.engine, messages, [c.item_id for c in shown], self.settings.n,

@@ -147,8 +147,8 @@ def evaluate_system(system: str, recommender: Recommender, turns: list[EvalTurn]
     vectors.update(recommender.retriever.index.vectors(list(dict.fromkeys(missing))) if missing else {})
     dialogue_ids = [turn.dialogue_id for turn in turns]
     result = {
-        "raw": {label: _rounded(values, dialogue_ids, seed) for label, values in raw.items()},
-        "seen_removed": {label: _rounded(values, dialogue_ids, seed) for label, values in unseen.items()},
+        "raw": {label: mean_with_interval(values, dialogue_ids, seed) for label, values in raw.items()},
+        "seen_removed": {label: mean_with_interval(values, dialogue_ids, seed) for label, values in unseen.items()},
         "grounding": _grounding_rates(counts, len(turns), is_llm),
         "beyond": {
             f"coverage@{TOP}": round(coverage(tops, len(catalog)), 4),
@@ -298,7 +298,7 @@ def _rounded_difference(result: dict) -> dict:
             **{key: result[key] for key in ("a_better", "b_better", "turns", "significant")}}
 
 
-def _rounded(values: list[float | None], dialogue_ids: list[str], seed: int) -> dict:
+def mean_with_interval(values: list[float | None], dialogue_ids: list[str], seed: int) -> dict:
     """Mean, scored turns and the 95% bootstrap interval over dialogues of one metric's per-turn values."""
     value, count = mean(values)
     interval = bootstrap_interval(_by_dialogue(values, dialogue_ids), samples=BOOTSTRAP_SAMPLES, seed=seed)

@@ -16,7 +16,8 @@ movie (same title and year under two ids, which ReDial has) are kept once.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -30,6 +31,7 @@ from retrieval.index import ChromaIndex
 
 if TYPE_CHECKING:
     from retrieval.collaborative import Collaborative
+    from retrieval.online import OnlineSignal
     from retrieval.ranker import LearnedRanker
 
 
@@ -109,11 +111,25 @@ class HybridRetriever:
     """The learned ranking stage; None orders by the fusion alone."""
     popularity: dict[str, float] | None = None
     """Mentions per item in the training dialogues; None: the catalog's (training replaces it per fold)."""
+    online: OnlineSignal | None = None
+    """What sessions have liked since (retrieval/online.py): its decayed likes add to `popularity` in the popularity
+    list (the collaborative model, when online, is a `Blended` one already)."""
 
     def __post_init__(self) -> None:
         self.popularity = self.catalog.popularity if self.popularity is None else self.popularity
-        self._by_popularity = sorted((i for i in self.popularity if self.popularity[i] > 0),
-                                     key=lambda i: (-self.popularity[i], i))
+        self._by_popularity = _by_count(self.popularity)
+        self._online_order: tuple[int, list[str]] = (0, self._by_popularity)
+
+    def popularity_order(self) -> list[str]:
+        """Items by popularity: the training dialogues' mentions, plus the decayed likes learned online."""
+        if self.online is None:
+            return self._by_popularity
+        self.online.refresh()
+        if self._online_order[0] != self.online.version:
+            merged = Counter(self.popularity)
+            merged.update(self.online.popularity())
+            self._online_order = (self.online.version, _by_count(merged))
+        return self._online_order[1]
 
     def candidates(self, query: CandidateQuery, n: int) -> list[Candidate]:
         """The best `n` allowed items for the query: the learned ranker's order of the pool, else the fused order."""
@@ -130,7 +146,7 @@ class HybridRetriever:
     def pool(self, query: CandidateQuery) -> Pool:
         dense_text = self._text_vector(query)
         generators = {"dense": lambda: self._dense(query, dense_text),
-                      "cooccurrence": lambda: self._collaborative(query), "popularity": lambda: self._by_popularity,
+                      "cooccurrence": lambda: self._collaborative(query), "popularity": self.popularity_order,
                       "constraints": lambda: self._matching_constraints(query.constraints)}
         fused: dict[str, float] = defaultdict(float)
         lists: dict[str, list[str]] = {}
@@ -229,6 +245,11 @@ class HybridRetriever:
             if len(out) == n:
                 break
         return out
+
+
+def _by_count(counts: Mapping[str, float]) -> list[str]:
+    """Items with a positive count, most first (ties by id)."""
+    return sorted((i for i in counts if counts[i] > 0), key=lambda i: (-counts[i], i))
 
 
 def fulfils_requests(item: Item, c: Constraints) -> bool:

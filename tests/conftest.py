@@ -19,6 +19,8 @@ needs_data = pytest.mark.skipif(not (DATA_DIR / "redial").is_dir(), reason=f"no 
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("CONVREC_ONLINE", "0")  # servers a test starts learn nothing across its sessions (each test
+# is independent of the others' sessions); tests/test_online.py turns it on where it is the subject
 
 
 def make_settings(tmp: Path, **overrides) -> Settings:

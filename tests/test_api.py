@@ -188,6 +188,22 @@ def test_a_session_belongs_to_the_key_that_created_it(url):
     assert_envelope(httpx.delete(f"{url}/v1/sessions/{sid}", headers=auth(KEY_B)), 404)
 
 
+def test_a_session_can_be_created_before_its_first_message(url):
+    made = httpx.post(f"{url}/v1/sessions", headers=auth(), json={}).json()
+    assert made["created"] is True and made["memory"]["liked"] == []
+    sid = session()
+    assert httpx.post(f"{url}/v1/sessions", headers=auth(), json={"session_id": sid}).json()["created"] is True
+    again = httpx.post(f"{url}/v1/sessions", headers=auth(), json={"session_id": sid})
+    assert again.status_code == 200 and again.json()["created"] is False
+    liked = httpx.post(f"{url}/v1/sessions/{sid}/events", headers=auth(), json={"type": "like", "item_id": "85036"})
+    assert liked.json()["memory"]["liked"] == ["85036"]
+    assert_envelope(httpx.post(f"{url}/v1/sessions", headers=auth(KEY_B), json={"session_id": sid}), 404)
+    assert_envelope(httpx.post(f"{url}/v1/sessions", headers=auth(), json={"session_id": "no spaces"}), 400,
+                    param="session_id")
+    assert_envelope(httpx.post(f"{url}/v1/sessions", headers=auth(), json={"id": "x"}), 400)
+    assert httpx.get(f"{url}/v1/experiments", headers=auth()).json() == {"object": "list", "data": []}
+
+
 def test_bad_events_get_400(url):
     sid = session()
     ask(url, sid, "I loved Alien")

@@ -35,14 +35,22 @@ def main(argv: list[str] | None = None) -> int:
         return 2 if _is_users_fault(error) else 1
 
 
+NO_ONLINE = "rank with the batch-trained models only; learn nothing across sessions (env CONVREC_ONLINE=0)"
+SERVING = ("cmd_serve", "cmd_ui", "cmd_chat", "cmd_ask")
+"""The commands that serve people: they learn across sessions unless told not to (Settings.online_learning)."""
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     adapters = getattr(args, "adapter", None) if args.command is not cmd_eval else None  # a list (repeatable)
+    online = (args.command.__name__ in SERVING and os.environ.get("CONVREC_ONLINE", "1") != "0"
+              and not getattr(args, "no_online_learning", False))
     return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, index_dir=args.index_dir,
                              db_path=args.db, catalog=args.catalog, model=args.model, ranker=args.ranker,
                              embedding_model=args.embedding_model, n=getattr(args, "n", None),
                              adapters=tuple(adapters) if adapters else None, engine=getattr(args, "engine", None),
                              engine_url=getattr(args, "engine_url", None),
-                             retrieval_weight=getattr(args, "retrieval_weight", None))
+                             retrieval_weight=getattr(args, "retrieval_weight", None),
+                             online_learning=online or None)
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -156,7 +164,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
         logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
         logging.getLogger("convrec").setLevel(logging.DEBUG)
     keys = tuple(args.api_key or [k for k in os.environ.get("CONVREC_API_KEYS", "").split(",") if k.strip()])
-    app = create_app(settings, ServerConfig(api_keys=keys, rate_limit=args.rate_limit))
+    experiment = None
+    if args.experiment:
+        from agent.experiments import load_experiment
+
+        experiment = load_experiment(args.experiment)  # a bad file fails before the model loads
+    app = create_app(settings, ServerConfig(api_keys=keys, rate_limit=args.rate_limit, experiment=experiment))
     print(f"convrec API on http://{args.host}:{args.port}/v1 (keys: {'on' if keys else 'off'}); "
           "the model loads in the background, /health says when it is ready", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
@@ -345,6 +358,18 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiments(args: argparse.Namespace) -> int:
+    from ui.commands import experiments
+
+    return experiments.run_report(args, _settings(args))
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from ui.commands import experiments
+
+    return experiments.run_simulate(args, _settings(args))
+
+
 def cmd_ranker(args: argparse.Namespace) -> int:
     from ui.commands import ranker
 
@@ -445,6 +470,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="candidates the LLM ranks per turn (default 20; the prompt names them A-Z)")
     serve.add_argument("--no-llm-explanations", action="store_true",
                        help="compose explanations from facts only (faster; no generation)")
+    serve.add_argument("--no-online-learning", action="store_true",
+                       help=NO_ONLINE)
+    serve.add_argument("--experiment", metavar="FILE",
+                       help="run this A/B experiment (a TOML file, agent/experiments.py): each session's arm serves it")
     serve.add_argument("--debug", action="store_true",
                        help="log each turn's text (user messages never reach the log otherwise)")
     web = command("ui", cmd_ui, "the web chat (Gradio): cards, feedback buttons, an editable memory")
@@ -454,6 +483,8 @@ def _parser() -> argparse.ArgumentParser:
                                        "loading the model in this process")
     web.add_argument("--key", help="Bearer key for --api-url, if the server has keys")
     web.add_argument("--concurrency", type=int, default=4, help="chat turns served at once (default 4)")
+    web.add_argument("--no-online-learning", action="store_true",
+                     help=NO_ONLINE)
     load = command("load", cmd_load, "concurrent sessions against a running `convrec serve` (p50/p95, failures)")
     load.add_argument("--url", default="http://127.0.0.1:8000")
     load.add_argument("--clients", type=int, default=16)
@@ -515,8 +546,12 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--add-eval", metavar="RESULTS_JSON", action="append",
                       help="only copy the numbers of a `convrec eval` results.json into the card of the adapter in "
                            "--out (repeatable: e.g. the base model's run and the adapter's)")
-    from ui.commands import ranker
+    from ui.commands import experiments, ranker
 
+    experiments.add_report_arguments(command("experiments", cmd_experiments, "A/B experiments in the session store: "
+                                             "list them, or report one (per-arm like rate, test, guardrails)"))
+    experiments.add_simulate_arguments(command("simulate", cmd_simulate, "simulated ReDial users (training and "
+                                               "validation seekers) against a running `convrec serve`"))
     ranker.add_arguments(command("ranker", cmd_ranker, "train the learned ranker (LightGBM, two stages) on the "
                                  "ReDial training dialogues; writes its folder and card"))
     for sub in (chat, ask, bench, serve, web):

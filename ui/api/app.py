@@ -30,10 +30,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from agent.config import Settings
+from agent.experiments import Experiment
 from agent.store import StoreUnavailable
 from ui.api.metrics import Metrics
 from ui.api.openapi import openapi_document
-from ui.api.protocol import MAX_BODY_BYTES, ROLES, ApiError, ChatCompletionRequest, FeedbackBatch, FeedbackEvent
+from ui.api.protocol import (
+    MAX_BODY_BYTES,
+    ROLES,
+    ApiError,
+    ChatCompletionRequest,
+    FeedbackBatch,
+    FeedbackEvent,
+    SessionCreate,
+)
 from ui.api.serving import ChatService
 
 log = logging.getLogger("convrec.api")
@@ -49,6 +58,8 @@ class ServerConfig:
     """Requests per minute per key (per client address without keys); 0 turns the limit off."""
     retry_after_loading: int = 10
     """Retry-After seconds sent with 503 while the model loads."""
+    experiment: Experiment | None = None
+    """The running A/B experiment (`convrec serve --experiment FILE`): each session's arm serves its turns."""
 
 
 @dataclass
@@ -95,7 +106,7 @@ def create_app(settings: Settings, config: ServerConfig | None = None, *, build=
                 recommender = build_recommender(settings)[0]
             else:
                 recommender = build(settings)
-            loading.service = ChatService(recommender, metrics)
+            loading.service = ChatService(recommender, metrics, config.experiment)
         except Exception as error:  # reported by /health and as 503s
             log.exception("loading the recommender failed")
             loading.error = f"{type(error).__name__}: {error}"
@@ -195,6 +206,17 @@ def create_app(settings: Settings, config: ServerConfig | None = None, *, build=
             return StreamingResponse(svc.stream(session_id, text, model, include_usage),
                                      media_type="text/event-stream", headers=headers)
         return JSONResponse(await run_in_threadpool(svc.complete, session_id, text, model), headers=headers)
+
+    @app.get("/v1/experiments")
+    async def experiments(request: Request):
+        authorize(request)
+        return await run_in_threadpool(service().list_experiments)
+
+    @app.post("/v1/sessions")
+    async def create_session(request: Request):
+        owner = authorize(request)
+        wanted = _validate(SessionCreate, await _read_json(request))
+        return await run_in_threadpool(service().create_session, wanted.session_id, owner)
 
     @app.post("/v1/sessions/{session_id}/events")
     async def events(session_id: str, request: Request):

@@ -89,6 +89,18 @@ def openapi_document(app: FastAPI, example_item: str | None = None, models: list
     chat["responses"]["200"]["headers"] = {"X-Session-Id": {"schema": {"type": "string"}}}
     chat["responses"]["200"]["links"] = SESSION_LINKS
 
+    routes["/v1/experiments"]["get"].update(operationId="list_experiments",
+                                            responses=answers(ref(protocol.ExperimentList), "401", "429", "503"))
+    create = routes["/v1/sessions"]["post"]
+    create_request = ref(protocol.SessionCreate)
+    components["SessionCreate"]["properties"]["session_id"]["anyOf"][0]["pattern"] = SESSION_ID.pattern
+    create.update(operationId="create_session",
+                  requestBody={"required": True, "content": {JSON: {"schema": create_request}}},
+                  responses=answers(ref(protocol.SessionCreated), "400", "401", "404", "413", "429", "503"))
+    create["responses"]["200"]["links"] = {
+        name: {**link, "parameters": {"session_id": "$response.body#/session_id"}}
+        for name, link in SESSION_LINKS.items()}
+
     event = ref(protocol.FeedbackEvent)
     batch = ref(protocol.FeedbackBatch)
     if example_item:

@@ -87,6 +87,12 @@ class FeedbackEvent(BaseModel):
     """The client's id for this event: one sent again (a retry) is acknowledged and applied once."""
 
 
+class SessionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    session_id: str | None = Field(default=None, min_length=1, max_length=128)
+    """The id to create (letters, digits and ._:@-); none: a new one is made up."""
+
+
 class FeedbackBatch(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
     events: list[FeedbackEvent] = Field(min_length=1, max_length=1000)
@@ -163,6 +169,20 @@ class ChatCompletion(BaseModel):
     usage: Usage
     recommendations: list[RecommendationCard]
     session_id: str
+
+
+class SessionCreated(BaseModel):
+    session_id: str
+    created: bool
+    """False when the session was there already (this key's): nothing changed."""
+    memory: dict[str, Any]
+
+
+class ExperimentList(BaseModel):
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+    """Each experiment's report: per-arm like rate with its 95% interval, the test against the control arm and the
+    guardrails (eval/experiments.py)."""
 
 
 class SessionView(BaseModel):

@@ -29,6 +29,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 
 from agent import memory
+from agent.experiments import Experiment, ExperimentError
 from agent.turn import InputError, Recommender, check_message, check_session_id
 from agent.types import Recommendation, TurnResult
 from ui.api.allocator import give_back
@@ -39,7 +40,7 @@ log = logging.getLogger("convrec.api")
 
 
 class ChatService:
-    def __init__(self, recommender: Recommender, metrics: Metrics) -> None:
+    def __init__(self, recommender: Recommender, metrics: Metrics, experiment: Experiment | None = None) -> None:
         self.recommender = recommender
         self.metrics = metrics
         self.created = int(time.time())
@@ -48,6 +49,17 @@ class ChatService:
                              for name in engine.model_names}
         """One Recommender per servable model (the default adapter, the base model, other adapters): they share
         the catalog, index, session store and engine; the request's `model` picks one."""
+        self.experiment = experiment
+        self.arms: dict[str, Recommender] = {}
+        """Under an experiment, one Recommender per arm; the session's arm answers, whatever `model` asks for."""
+        if experiment is not None:
+            for arm, settings in experiment.arms.items():
+                model = settings.get("model", self.model_names()[0])
+                if model not in self.recommenders:
+                    raise ExperimentError(f"experiment {experiment.name!r}: arm {arm!r} asks for model {model!r}; "
+                                          f"this server serves {', '.join(self.recommenders)}")
+                self.arms[arm] = experiment.recommender_for(self.recommenders[model], arm)
+            recommender.sessions.register_experiment(experiment.name, experiment.definition())
 
     # -- models --------------------------------------------------------------------------------------------------
     def model_names(self) -> list[str]:
@@ -156,8 +168,17 @@ class ChatService:
     def run_turn(self, session_id: str, text: str, model: str | None = None, **callbacks) -> TurnResult:
         """The turn with `model`; `callbacks` (on_picks, on_explanation) go to `Recommender.run_turn`."""
         log.debug("turn of %s: %r", session_id, text)  # user text is logged only with `convrec serve --debug`
+        if self.experiment is not None:
+            arm = self.experiment.arm_of(session_id)
+            recommender = self.arms[arm]
+        else:
+            recommender = self.recommenders[model or self.model_names()[0]]
         try:
-            result = self.recommenders[model or self.model_names()[0]].run_turn(session_id, text, **callbacks)
+            result = recommender.run_turn(session_id, text, **callbacks)
+        except Exception:
+            if self.experiment is not None:  # the error-rate guardrail counts it
+                self.recommender.sessions.record_failed_trial(session_id, self.experiment.name, arm)
+            raise
         finally:
             give_back()  # a turn's activations are freed memory now: back to the system (ui/api/allocator.py)
         self.metrics.observe_turn(result.trace)
@@ -168,6 +189,21 @@ class ChatService:
         """Create the session for this key, or check the key owns it (another key's session is a 404)."""
         if self.recommender.sessions.claim(session_id, owner) != owner:
             raise _no_session(session_id)
+
+    def create_session(self, session_id: str | None, owner: str | None) -> dict:
+        """Create a session before its first message (e.g. to send feedback events first); an existing one of this
+        key is left as it is."""
+        session_id = session_id or f"s-{uuid.uuid4().hex[:16]}"
+        try:
+            check_session_id(session_id)
+        except InputError as error:
+            raise ApiError(400, str(error), param="session_id") from None
+        existed, _ = self.recommender.sessions.owner(session_id)
+        self.claim(session_id, owner)
+        state = self.recommender.sessions.load(session_id)
+        if state is None:  # forgotten in between
+            raise _no_session(session_id)
+        return {"session_id": session_id, "created": not existed, "memory": state.to_dict()}
 
     def check_access(self, session_id: str, owner: str | None) -> None:
         exists, stored_owner = self.recommender.sessions.owner(session_id)
@@ -232,6 +268,15 @@ class ChatService:
             sessions.save(state, events=[("remove", entry)])
         self.metrics.events.labels(type="remove").inc()
         return {"session_id": session_id, "removed": entry, "memory": state.to_dict()}
+
+    # -- experiments ---------------------------------------------------------------------------------------------
+    def list_experiments(self) -> dict:
+        """Every experiment the store knows, with its per-arm report (eval/experiments.py)."""
+        from eval.experiments import experiment_report
+
+        sessions = self.recommender.sessions
+        return {"object": "list", "data": [experiment_report(sessions.experiment_rows(name))
+                                           for name in sessions.experiment_names()]}
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def _envelope(self, kind: str, model: str) -> dict:

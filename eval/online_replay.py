@@ -86,7 +86,7 @@ def run(settings: Settings, out: Path, *, limit: int = 0, seed: int = 0) -> dict
            "CONVREC_DB": str(db), "CONVREC_ONLINE": "1"}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = start_server(port, env, "--no-llm-explanations", log_path=out / "server.log")
+    server = start_server(port, env, "--no-llm-explanations", "--rate-limit", "0", log_path=work / "server.log")
     checkpoints, events_sent, replay_seconds = [], 0, 0.0
     reader = SqliteSessionStore(db, learn=False)
 

@@ -12,6 +12,7 @@
                                                                       (agent/requests.py; trace.loosened says what
                                                                       was loosened when too few match)
       5. sessions.save(memory.record(state, picks))                   one transaction: memory + the turn's picks
+                                                                      (+ an experiment's exposures, the likes)
          on_picks(...)                                                the caller shows the picks now
       6. recs       = explain(...)                                    LLM sentences checked claim by claim, each to
                                                                       on_explanation as it is ready

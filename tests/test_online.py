@@ -164,3 +164,20 @@ def test_what_other_sessions_liked_reaches_a_new_sessions_candidates_within_the_
     assert [c.item_id for c in learning.candidates(query, 10)][0] == second
     assert learning.popularity_order().index(second) < 200 < 1000 < frozen.popularity_order().index(second)
     assert second not in [c.item_id for c in frozen.candidates(query, 10)]
+
+
+def test_the_serving_commands_learn_the_offline_jobs_never_and_the_switch_turns_it_off(monkeypatch):
+    from ui.cli import _parser, _settings
+
+    parser = _parser()
+
+    def learns(*argv: str) -> bool:
+        return _settings(parser.parse_args(list(argv))).online_learning
+
+    monkeypatch.delenv("CONVREC_ONLINE", raising=False)
+    assert learns("serve") and learns("ui") and learns("ask", "--session", "s", "hi")
+    assert not learns("serve", "--no-online-learning") and not learns("ui", "--no-online-learning")
+    monkeypatch.setenv("CONVREC_ONLINE", "1")
+    assert not learns("eval") and not learns("ranker") and not learns("finetune")
+    monkeypatch.setenv("CONVREC_ONLINE", "0")
+    assert not learns("serve")

@@ -43,14 +43,14 @@ SERVING = ("cmd_serve", "cmd_ui", "cmd_chat", "cmd_ask")
 def _settings(args: argparse.Namespace) -> Settings:
     adapters = getattr(args, "adapter", None) if args.command is not cmd_eval else None  # a list (repeatable)
     online = (args.command.__name__ in SERVING and os.environ.get("CONVREC_ONLINE", "1") != "0"
-              and not getattr(args, "no_online_learning", False))
+              and not getattr(args, "no_online_learning", False))  # the offline jobs: never
     return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, index_dir=args.index_dir,
                              db_path=args.db, catalog=args.catalog, model=args.model, ranker=args.ranker,
                              embedding_model=args.embedding_model, n=getattr(args, "n", None),
                              adapters=tuple(adapters) if adapters else None, engine=getattr(args, "engine", None),
                              engine_url=getattr(args, "engine_url", None),
                              retrieval_weight=getattr(args, "retrieval_weight", None),
-                             online_learning=online or None)
+                             online_learning=online)
 
 
 def cmd_index(args: argparse.Namespace) -> int:

@@ -62,7 +62,8 @@ load: setup
 	$(BIN)/python -m eval.soak --clients 32 --turns 20 --adapter $(ADAPTER) --out load-out
 
 # A/B experiments rehearsed with simulated ReDial users (training and validation seekers) through `convrec serve`:
-# the full pipeline against popularity-only picks, and an A/A check (about 50 minutes on 2 cores; README "Experiments").
+# the full pipeline against popularity-only picks, and an A/A check (about 10 minutes on 2 cores; README "Learning
+# across sessions and A/B experiments").
 experiments: setup
 	$(BIN)/convrec index
 	$(BIN)/python -m eval.rehearse experiments/pipeline-vs-popularity.toml --users 200 --out docs/experiments/pipeline-vs-popularity

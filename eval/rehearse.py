@@ -2,7 +2,7 @@
 (eval/simulate.py) through it, then the report as text, JSON and an HTML page with plots.
 
     python -m eval.rehearse experiments/pipeline-vs-popularity.toml --users 200 --out out/pipeline-vs-popularity
-    make experiments                                   # both committed experiments (about 50 minutes on 2 cores)
+    make experiments                                   # both committed experiments (about 10 minutes on 2 cores)
 
 The server runs with the committed adapter, explanations composed from facts (the simulated users judge the picks,
 not the sentences: the model's explanations would cost seconds a turn and change no outcome) and online learning

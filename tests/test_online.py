@@ -181,3 +181,28 @@ def test_the_serving_commands_learn_the_offline_jobs_never_and_the_switch_turns_
     assert not learns("eval") and not learns("ranker") and not learns("finetune")
     monkeypatch.setenv("CONVREC_ONLINE", "0")
     assert not learns("serve")
+
+
+@pytest.mark.slow
+def test_other_sessions_likes_move_the_candidates_but_never_reach_the_explanations(tmp_path, redial_recommender):
+    """Twenty sessions liked The Matrix and one rarely mentioned movie. A new session that loves The Matrix gets that
+    movie among the candidates the model ranks (online co-occurrence), and its explanations cite only what this
+    session said it liked: no other user's movie is named unless it is the pick itself."""
+    catalog = redial_recommender.catalog
+    matrix = next(i.item_id for i in catalog if i.label == "The Matrix (1999)")
+    rare = sorted((i for i in catalog if catalog.popularity.get(i.item_id, 0) == 1 and i.year and i.genres),
+                  key=lambda i: i.item_id)[0]
+    store = SqliteSessionStore(tmp_path / "sessions.sqlite3")
+    for k in range(20):
+        like(store, f"fan-{k}", matrix, rare.item_id)
+    online = OnlineSignal(store.likes_since, refresh_seconds=0)
+    retriever = dataclasses.replace(redial_recommender.retriever, online=online,
+                                    collaborative=Blended(redial_recommender.retriever.collaborative, online))
+    recommender = dataclasses.replace(redial_recommender, sessions=store, retriever=retriever)
+    result = recommender.run_turn("newcomer", "I loved The Matrix (1999), what else?")
+    assert rare.item_id in result.trace.candidate_ids
+    own = {catalog[i].label for i in result.memory.liked}
+    for rec in result.recommendations:
+        assert set(rec.facts.get("liked", ())) <= own
+        if rec.item_id != rare.item_id:
+            assert rare.title not in rec.explanation

@@ -43,6 +43,8 @@ class OnlineSignal:
         self.refresh_seconds = refresh_seconds
         self._clock = clock
         self._lock = threading.Lock()
+        self.version = 0
+        """Grows whenever the model changes, a recount included (callers cache what they derive from it)."""
         self._reset()
         self._checked = -math.inf
 
@@ -54,8 +56,6 @@ class OnlineSignal:
         """session -> item -> when it was liked."""
         self._counts: Counter[str] = Counter()
         self._pairs: dict[str, Counter[str]] = defaultdict(Counter)
-        self.version = 0
-        """Changes whenever the model does (callers cache what they derive from it)."""
 
     def refresh(self, force: bool = False) -> None:
         """Catch up with the store (at most every `refresh_seconds` unless forced)."""
@@ -65,14 +65,15 @@ class OnlineSignal:
                 return
             self._checked = now
             rows, total = self._read(self._last_id)
-            if self._rows + len(rows) != total:  # rows were deleted: count everything again
+            recount = self._rows + len(rows) != total  # rows were deleted: count everything again
+            if recount:
                 self._reset()
                 rows, total = self._read(0)
             for row_id, session_id, item_id, created_at in rows:
                 self._add(session_id, item_id, created_at)
                 self._last_id = row_id
             self._rows = total
-            if rows:
+            if rows or recount:
                 self.version += 1
 
     def _weight(self, when: float) -> float:

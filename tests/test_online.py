@@ -206,3 +206,15 @@ def test_other_sessions_likes_move_the_candidates_but_never_reach_the_explanatio
         assert set(rec.facts.get("liked", ())) <= own
         if rec.item_id != rare.item_id:
             assert rare.title not in rec.explanation
+
+
+def test_a_recount_changes_the_version_so_no_stale_popularity_order_is_kept(tmp_path):
+    store = SqliteSessionStore(tmp_path / "s.sqlite3")
+    like(store, "a", "1")
+    online = model(store)
+    online.refresh()
+    seen = {online.version}
+    store.forget("a")
+    like(store, "b", "2")  # one row gone, one come: the same count, another model
+    online.refresh()
+    assert online.version not in seen and online.popularity() == pytest.approx({"2": 1.0})

@@ -1,1 +1,2 @@
-"""The chat turn: value types, session memory, understanding the user, LLM engines, parsing."""
+"""The chat turn: value types, session memory and its store, understanding the user, LLM engines, parsing, A/B
+experiments' arms."""

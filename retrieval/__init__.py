@@ -1,1 +1,2 @@
-"""Catalog, dataset readers, embeddings, the Chroma index and the candidate generators."""
+"""Catalog, dataset readers, embeddings, the Chroma index, the candidate generators and the online model that
+learns across sessions."""

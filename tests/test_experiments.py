@@ -176,3 +176,14 @@ def test_a_server_runs_an_experiment_with_simulated_users(tmp_path, redial_index
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_a_bad_experiment_file_stops_the_server_before_the_model_loads(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[split]\na = 1.0\n[arms.a]\n')
+    for argv, message in ((["serve", "--experiment", str(bad)], "at least two"),
+                          (["serve", "--experiment", str(tmp_path / "none.toml")], "cannot read"),
+                          (["experiments", "report", "x", "--db", str(tmp_path / "none.sqlite3")], "no session store")):
+        done = subprocess.run([sys.executable, "-m", "ui.cli", *argv], cwd=REPO, capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr

@@ -338,7 +338,7 @@ class PrefixCache:
         if kept.get_seq_length() > len(ids):
             kept.crop(len(ids) - kept.get_seq_length())  # a negative count: drop that many from the end
             for layer in kept.layers:  # crop leaves views of the whole prompt's storage: keep only the start
-                layer.keys, layer.values = layer.keys.contiguous(), layer.values.contiguous()
+                layer.keys, layer.values = layer.keys.clone(), layer.values.clone()
         self._caches[(model_name, tuple(ids))] = kept
         while len(self._caches) > self.entries:
             self._caches.popitem(last=False)

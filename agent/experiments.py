@@ -92,6 +92,10 @@ class Experiment:
                                    retriever=retriever, experiment=(self.name, arm))
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def load_experiment(path: Path) -> Experiment:
     try:
         data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
@@ -109,7 +113,7 @@ def parse_experiment(data: dict[str, Any], where: str = "experiment") -> Experim
         raise ExperimentError(f"{where}: `arms` must hold at least two tables ([arms.NAME])")
     if not isinstance(split, dict) or set(split) != set(arms):
         raise ExperimentError(f"{where}: `split` must give a share to each arm ({', '.join(arms)})")
-    if not all(isinstance(v, int | float) and v > 0 for v in split.values()) or abs(sum(split.values()) - 1) > 1e-9:
+    if not all(_number(v) and v > 0 for v in split.values()) or abs(sum(split.values()) - 1) > 1e-9:
         raise ExperimentError(f"{where}: the split's shares must be positive and sum to 1")
     for arm, settings in arms.items():
         unknown = set(settings) - ARM_KEYS
@@ -120,16 +124,19 @@ def parse_experiment(data: dict[str, Any], where: str = "experiment") -> Experim
             raise ExperimentError(f"{where}: arm {arm!r}: ranking must be one of {', '.join(RANKINGS)}")
         if settings.get("explanations", "llm") not in EXPLANATIONS:
             raise ExperimentError(f"{where}: arm {arm!r}: explanations must be one of {', '.join(EXPLANATIONS)}")
+        if not _number(settings.get("retrieval_weight", 0.0)):
+            raise ExperimentError(f"{where}: arm {arm!r}: retrieval_weight must be a number")
         weights = settings.get("retrieval", {})
         fields = {f.name for f in dataclasses.fields(FusionConfig)}
-        if not isinstance(weights, dict) or set(weights) - fields:
+        if not isinstance(weights, dict) or set(weights) - fields or not all(map(_number, weights.values())):
             raise ExperimentError(f"{where}: arm {arm!r}: retrieval takes fusion settings "
                                   f"({', '.join(sorted(fields))})")
     metric = data.get("primary_metric", "like_rate")
     if metric not in METRICS:
         raise ExperimentError(f"{where}: primary_metric must be one of {', '.join(METRICS)}")
-    guardrails = {**GUARDRAILS, **data.get("guardrails", {})}
-    if set(guardrails) != set(GUARDRAILS):
-        raise ExperimentError(f"{where}: guardrails are {', '.join(GUARDRAILS)}")
-    return Experiment(name.strip(), {a: dict(s) for a, s in arms.items()}, {a: float(split[a]) for a in arms},
+    given = data.get("guardrails", {})
+    if not isinstance(given, dict) or set(given) - set(GUARDRAILS) or not all(map(_number, given.values())):
+        raise ExperimentError(f"{where}: [guardrails] takes numbers for {', '.join(GUARDRAILS)}")
+    guardrails = {**GUARDRAILS, **given}
+    return Experiment(name.strip(), {a: dict(arms[a]) for a in split}, {a: float(split[a]) for a in split},
                       metric, {k: float(v) for k, v in guardrails.items()})

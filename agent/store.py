@@ -261,10 +261,12 @@ class SqliteSessionStore:
         return rows, total
 
     def record_failed_trial(self, session_id: str, experiment: str, arm: str) -> None:
-        """A turn under an experiment that failed (nothing of it was stored): counted by the error-rate guardrail."""
+        """A turn under an experiment that failed (its picks and exposures may be stored, its explanations are not):
+        counted by the error-rate guardrail. Nothing is recorded for a session that is gone (forgotten)."""
         with self._connect() as db:
-            db.execute("INSERT INTO trials VALUES (?, ?, ?, NULL, NULL, 0, 1, ?)",
-                       (session_id, experiment, arm, time.time()))
+            db.execute("INSERT INTO trials SELECT ?, ?, ?, NULL, NULL, 0, 1, ? "
+                       "WHERE EXISTS (SELECT 1 FROM sessions WHERE session_id = ?)",
+                       (session_id, experiment, arm, time.time(), session_id))
 
     def register_experiment(self, name: str, definition: dict[str, Any]) -> None:
         """Keep an experiment's definition (its latest) so its report can be made from the store alone."""

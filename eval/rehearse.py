@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                       seed=args.seed)
     print(json.dumps(record["simulation"]), file=sys.stderr)
     print(format_report(record["report"]))
-    return 0 if record["simulation"]["failed_turns"] == 0 else 1
+    failed = record["simulation"]["failed_turns"] + record["simulation"]["failed_users"]
+    return 0 if failed == 0 else 1
 
 
 if __name__ == "__main__":

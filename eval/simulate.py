@@ -69,10 +69,12 @@ def load_users(data_dir: Path, catalog: Catalog, splits: tuple[str, ...] = ("tra
 
 def simulate(url: str, users: list[SimulatedUser], catalog: Catalog, *, turns: int = 3, clients: int = 4,
              api_key: str | None = None, timeout: float = 600.0) -> dict:
-    """Run every user against the server, `clients` at a time; the counts of what happened."""
+    """Run every user against the server, `clients` at a time; the counts of what happened (a user whose requests
+    failed is a failed user; a turn answered with an error a failed turn)."""
     run_id = uuid.uuid4().hex[:6]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    counts = {"users": len(users), "turns": 0, "failed_turns": 0, "picks": 0, "likes": 0, "dislikes": 0}
+    counts = {"users": len(users), "turns": 0, "failed_turns": 0, "failed_users": 0, "picks": 0, "likes": 0,
+              "dislikes": 0}
     lock = threading.Lock()
     queue = list(reversed(users))
 
@@ -104,7 +106,12 @@ def simulate(url: str, users: list[SimulatedUser], catalog: Catalog, *, turns: i
                     if not queue:
                         return
                     user = queue.pop()
-                one_user(client, user)
+                try:
+                    one_user(client, user)
+                except httpx.HTTPError as error:  # counted, never silent: the run then fails
+                    with lock:
+                        counts["failed_users"] += 1
+                        counts.setdefault("errors", []).append(f"{user.user_id}: {type(error).__name__}: {error}")
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(clients)]

@@ -16,6 +16,7 @@ movie (same title and year under two ids, which ReDial has) are kept once.
 
 from __future__ import annotations
 
+import time
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -118,17 +119,19 @@ class HybridRetriever:
     def __post_init__(self) -> None:
         self.popularity = self.catalog.popularity if self.popularity is None else self.popularity
         self._by_popularity = _by_count(self.popularity)
-        self._online_order: tuple[int, list[str]] = (0, self._by_popularity)
+        self._online_order: tuple[tuple[int, int], list[str]] = ((-1, -1), self._by_popularity)
 
     def popularity_order(self) -> list[str]:
-        """Items by popularity: the training dialogues' mentions, plus the decayed likes learned online."""
+        """Items by popularity: the training dialogues' mentions, plus the decayed likes learned online (the order is
+        made again when the online model changes, and at least hourly as its likes fade)."""
         if self.online is None:
             return self._by_popularity
-        self.online.refresh()
-        if self._online_order[0] != self.online.version:
+        version, online = self.online.snapshot()
+        key = (version, int(time.time() // 3600))
+        if self._online_order[0] != key:
             merged = Counter(self.popularity)
-            merged.update(self.online.popularity())
-            self._online_order = (self.online.version, _by_count(merged))
+            merged.update(online)
+            self._online_order = (key, _by_count(merged))
         return self._online_order[1]
 
     def candidates(self, query: CandidateQuery, n: int) -> list[Candidate]:

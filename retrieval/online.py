@@ -29,6 +29,9 @@ Rows = tuple[list[tuple[int, str, str, float]], int]
 
 HALF_LIFE_DAYS = 14.0
 REFRESH_SECONDS = 5.0
+MAX_EXPONENT = 500.0
+"""Weights are 2^((t - anchor) / half life); when a new like would pass this exponent the model recounts with the
+newest like as the anchor (older likes then weigh 2^-(their age in half lives): tiny, and zero past ~1,000)."""
 
 
 class OnlineSignal:
@@ -38,6 +41,8 @@ class OnlineSignal:
 
     def __init__(self, read: Callable[[int], Rows], *, half_life_days: float = HALF_LIFE_DAYS,
                  refresh_seconds: float = REFRESH_SECONDS, clock: Callable[[], float] = time.time) -> None:
+        if not half_life_days > 0:
+            raise ValueError(f"the half life must be a positive number of days, not {half_life_days!r}")
         self._read = read
         self.half_life = half_life_days * 86400.0
         self.refresh_seconds = refresh_seconds
@@ -65,10 +70,14 @@ class OnlineSignal:
                 return
             self._checked = now
             rows, total = self._read(self._last_id)
-            recount = self._rows + len(rows) != total  # rows were deleted: count everything again
+            deleted = self._rows + len(rows) != total
+            overflowing = bool(rows) and self._anchor is not None and (
+                (rows[-1][3] - self._anchor) / self.half_life > MAX_EXPONENT)
+            recount = deleted or overflowing  # count everything again (around the newest like: no overflow)
             if recount:
                 self._reset()
                 rows, total = self._read(0)
+                self._anchor = max((row[3] for row in rows), default=None)
             for row_id, session_id, item_id, created_at in rows:
                 self._add(session_id, item_id, created_at)
                 self._last_id = row_id
@@ -77,7 +86,7 @@ class OnlineSignal:
                 self.version += 1
 
     def _weight(self, when: float) -> float:
-        """2^((when - the first like's time) / half life): finite for 39 years of likes at a 14-day half life."""
+        """2^((when - anchor) / half life); the anchor is the first like counted, or the newest at a recount."""
         if self._anchor is None:
             self._anchor = when
         return 2.0 ** ((when - self._anchor) / self.half_life)
@@ -93,12 +102,16 @@ class OnlineSignal:
 
     def popularity(self) -> dict[str, float]:
         """Decayed likes per item, in likes of now (a like a half life old counts 0.5)."""
+        return self.snapshot()[1]
+
+    def snapshot(self) -> tuple[int, dict[str, float]]:
+        """(version, popularity) read together, after catching up."""
         self.refresh()
         with self._lock:
             if self._anchor is None:
-                return {}
-            scale = 2.0 ** ((self._anchor - self._clock()) / self.half_life)
-            return {item_id: count * scale for item_id, count in self._counts.items()}
+                return self.version, {}
+            scale = 2.0 ** max((self._anchor - self._clock()) / self.half_life, -MAX_EXPONENT)
+            return self.version, {item_id: count * scale for item_id, count in self._counts.items()}
 
     def scores(self, seeds: Iterable[str]) -> dict[str, float]:
         self.refresh()
@@ -106,9 +119,9 @@ class OnlineSignal:
         with self._lock:
             for seed in seeds:
                 for other, together in self._pairs.get(seed, {}).items():
-                    if other not in self._counts:
-                        continue
-                    total[other] += together / math.sqrt(self._counts[seed] * self._counts[other])
+                    norm = math.sqrt(self._counts[seed] * self._counts[other])
+                    if norm > 0:  # zero only for likes so old their weight underflowed
+                        total[other] += together / norm
         return dict(total)
 
 

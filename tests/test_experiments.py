@@ -38,10 +38,29 @@ def test_the_committed_experiment_files_parse():
     ({"arms": {"a": {}, "b": {"colour": "red"}}}, "unknown setting 'colour'"),
     ({"arms": {"a": {}, "b": {"ranking": "dice"}}}, "ranking"),
     ({"primary_metric": "revenue"}, "primary_metric"),
+    ({"arms": {"a": {}, "b": {"retrieval_weight": "high"}}}, "retrieval_weight"),
+    ({"arms": {"a": {}, "b": {"retrieval": {"dense": "x"}}}}, "fusion settings"),
+    ({"guardrails": 3}, "guardrails"),
+    ({"guardrails": {"error_rate": "low"}}, "guardrails"),
 ])
 def test_a_malformed_experiment_is_refused_with_the_reason(change, message):
     with pytest.raises(ExperimentError, match=message):
         parse_experiment({**EXPERIMENT, **change})
+
+
+def test_the_control_is_the_splits_first_arm_whatever_order_the_arms_come_in():
+    experiment = parse_experiment({**EXPERIMENT, "split": {"b": 0.5, "a": 0.5}})
+    assert list(experiment.split) == list(experiment.arms) == ["b", "a"]
+
+
+def test_a_failed_turn_of_a_forgotten_session_leaves_no_trial(tmp_path):
+    store = SqliteSessionStore(tmp_path / "s.sqlite3")
+    store.register_experiment("t", parse_experiment(EXPERIMENT).definition())
+    store.claim("x", None)
+    store.record_failed_trial("x", "t", "a")
+    store.forget("x")
+    store.record_failed_trial("x", "t", "a")  # a turn that failed after its session was forgotten
+    assert store.experiment_rows("t")["trials"] == []
 
 
 def test_assignment_is_sticky_deterministic_and_follows_the_split():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import sqlite3
 
 import httpx
 import pytest
@@ -218,3 +219,24 @@ def test_a_recount_changes_the_version_so_no_stale_popularity_order_is_kept(tmp_
     like(store, "b", "2")  # one row gone, one come: the same count, another model
     online.refresh()
     assert online.version not in seen and online.popularity() == pytest.approx({"2": 1.0})
+
+
+def test_likes_spread_over_many_half_lives_recount_instead_of_overflowing(tmp_path):
+    store = SqliteSessionStore(tmp_path / "s.sqlite3")
+    clock = Clock(0.0)
+    online = OnlineSignal(store.likes_since, refresh_seconds=0, half_life_days=1 / 86400, clock=clock)  # 1 s
+    with sqlite3.connect(tmp_path / "s.sqlite3") as db:
+        db.execute("INSERT INTO sessions VALUES ('a', '{}', 0, 0, NULL)")
+        db.execute("INSERT INTO sessions VALUES ('b', '{}', 0, 0, NULL)")
+        db.execute("INSERT INTO likes (session_id, item_id, created_at) VALUES ('a', '1', 0), ('a', '2', 0)")
+    online.refresh()
+    with sqlite3.connect(tmp_path / "s.sqlite3") as db:  # 2,000 half lives later: 2^2000 would overflow
+        db.execute("INSERT INTO likes (session_id, item_id, created_at) VALUES ('b', '1', 2000), ('b', '3', 2000)")
+    clock.now = 2000.0
+    assert online.popularity() == pytest.approx({"1": 1.0, "2": 0.0, "3": 1.0})
+    assert online.scores(["1"]) == pytest.approx({"3": 1.0})
+
+
+def test_the_half_life_must_be_positive(tmp_path):
+    with pytest.raises(ValueError, match="half life"):
+        OnlineSignal(SqliteSessionStore(tmp_path / "s.sqlite3").likes_since, half_life_days=0)

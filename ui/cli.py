@@ -445,6 +445,8 @@ def _parser() -> argparse.ArgumentParser:
     ask.add_argument("--json", action="store_true", help="print the whole TurnResult as JSON")
     ask.add_argument("-n", type=int, help="recommendations per turn (default 5)")
     ask.add_argument("text", help="what the user says")
+    for sub in (chat, ask):
+        sub.add_argument("--no-online-learning", action="store_true", help=NO_ONLINE)
     index = command("index", cmd_index, "build the vector index (skipped when the catalog is unchanged)")
     index.add_argument("--force", action="store_true", help="rebuild even when unchanged")
     bench = command("bench", cmd_bench, "turn latency per stage (p50/p95) over scripted sessions, in-process")

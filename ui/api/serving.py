@@ -177,7 +177,10 @@ class ChatService:
             result = recommender.run_turn(session_id, text, **callbacks)
         except Exception:
             if self.experiment is not None:  # the error-rate guardrail counts it
-                self.recommender.sessions.record_failed_trial(session_id, self.experiment.name, arm)
+                try:
+                    self.recommender.sessions.record_failed_trial(session_id, self.experiment.name, arm)
+                except Exception:  # the turn's own error is the one to report
+                    log.exception("a failed trial could not be recorded")
             raise
         finally:
             give_back()  # a turn's activations are freed memory now: back to the system (ui/api/allocator.py)
@@ -221,7 +224,8 @@ class ChatService:
 
     def delete_session(self, session_id: str, owner: str | None) -> dict:
         self.check_access(session_id, owner)
-        self.recommender.sessions.forget(session_id)
+        with self.recommender.sessions.locked(session_id):  # after a running turn, never before its last write
+            self.recommender.sessions.forget(session_id)
         return {"session_id": session_id, "deleted": True}
 
     def apply_events(self, session_id: str, events: list[FeedbackEvent], owner: str | None) -> dict:

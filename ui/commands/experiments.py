@@ -73,10 +73,11 @@ def run_simulate(args: argparse.Namespace, settings: Settings) -> int:
     if args.json:
         print(json.dumps({"simulation": counts, "experiments": experiments}, indent=2))
     else:
-        print(f"simulated {counts['users']} users, {counts['turns']} turns ({counts['failed_turns']} failed), "
+        print(f"simulated {counts['users']} users ({counts['failed_users']} cut short by errors), {counts['turns']} "
+              f"turns ({counts['failed_turns']} failed), "
               f"{counts['picks']} picks: {counts['likes']} liked, {counts['dislikes']} rejected, "
               f"in {counts['seconds']} s")
         for report in experiments:
             print()
             print(format_report(report))
-    return 0 if counts["failed_turns"] == 0 else 1
+    return 0 if counts["failed_turns"] == 0 and counts["failed_users"] == 0 else 1

@@ -25,20 +25,21 @@ import tempfile
 import time
 from pathlib import Path
 
+from ui.api.allocator import GLIBC
+
 
 class _MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in
                 "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 
 
+if GLIBC is not None and hasattr(GLIBC, "mallinfo2"):
+    GLIBC.mallinfo2.restype = _MallInfo2
+
+
 def heap_in_use() -> int | None:
     """Bytes glibc's allocator has handed out and not got back (None where libc is not glibc)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
-    except (OSError, AttributeError):
-        return None
-    return libc.mallinfo2().uordblks
+    return GLIBC.mallinfo2().uordblks if GLIBC is not None and hasattr(GLIBC, "mallinfo2") else None
 
 
 def turns_workload(adapters: list[str], sessions: int):

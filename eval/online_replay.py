@@ -40,7 +40,7 @@ from eval.redial_bench import mean_with_interval, memory_truth
 from retrieval.candidates import FusionConfig
 from retrieval.collaborative import Cooccurrence
 from retrieval.online import Blended, OnlineSignal
-from retrieval.redial import dialogue_items, load_redial_dialogues, training_paths
+from retrieval.redial import dialogue_items, load_training_dialogues
 
 CHECKPOINTS = (0, 50, 100, 200, 400, 800, 1600, 2400)
 """Sessions replayed when dev is scored (and at the end of the stream)."""
@@ -73,7 +73,7 @@ def run(settings: Settings, out: Path, *, limit: int = 0, seed: int = 0) -> dict
                          settings.data_dir, limit, read=recommender.read)
     base = dataclasses.replace(recommender.retriever, index=None, config=FUSION, ranker=None, collaborative=None,
                                online=None)
-    dialogues = [d for path in training_paths(settings.data_dir) for d in load_redial_dialogues(path)]
+    dialogues = load_training_dialogues(settings.data_dir)
     stream = [(d, sorted(memory_truth(d, catalog)[0])) for d in dialogues]
     batch = {"likes": score(dataclasses.replace(base, collaborative=Cooccurrence([likes for _, likes in stream])),
                             dev.turns, seed),

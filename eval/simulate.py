@@ -27,9 +27,9 @@ import httpx
 
 from eval.redial_bench import memory_truth
 from retrieval.catalog import Catalog
-from retrieval.redial import TRAINING_FILES, VALIDATION_FILE, load_redial_dialogues
+from retrieval.redial import VALIDATION_FILE, load_redial_dialogues, training_paths
 
-SPLITS = {"train": TRAINING_FILES, "valid": (VALIDATION_FILE,)}
+SPLITS = ("train", "valid")
 
 
 @dataclass(frozen=True)
@@ -51,18 +51,14 @@ def _label(item) -> str:
 
 def load_users(data_dir: Path, catalog: Catalog, splits: tuple[str, ...] = ("train", "valid"), *, count: int,
                seed: int = 0) -> list[SimulatedUser]:
+    paths = {"train": training_paths(data_dir), "valid": [Path(data_dir) / VALIDATION_FILE]}
     users = []
-    for split in splits:
-        for name in SPLITS[split]:
-            path = Path(data_dir) / name
-            if not path.exists():
-                continue
-            for dialogue in load_redial_dialogues(path):
-                liked = memory_truth(dialogue, catalog)[0]
-                order = list(dict.fromkeys(i for i in dialogue.mentions if i in liked))
-                order += sorted(liked - set(order))
-                if len(order) >= 3:
-                    users.append(SimulatedUser(dialogue.dialogue_id, tuple(order)))
+    for dialogue in (d for split in splits for path in paths[split] for d in load_redial_dialogues(path)):
+        liked = memory_truth(dialogue, catalog)[0]
+        order = list(dict.fromkeys(i for i in dialogue.mentions if i in liked))
+        order += sorted(liked - set(order))
+        if len(order) >= 3:
+            users.append(SimulatedUser(dialogue.dialogue_id, tuple(order)))
     random.Random(seed).shuffle(users)
     return users[:count]
 
@@ -73,8 +69,7 @@ def simulate(url: str, users: list[SimulatedUser], catalog: Catalog, *, turns: i
     failed is a failed user; a turn answered with an error a failed turn)."""
     run_id = uuid.uuid4().hex[:6]
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    counts = {"users": len(users), "turns": 0, "failed_turns": 0, "failed_users": 0, "picks": 0, "likes": 0,
-              "dislikes": 0}
+    counts = {"users": len(users), "turns": 0, "failed_turns": 0, "failed_users": 0, "picks": 0, "likes": 0}
     lock = threading.Lock()
     queue = list(reversed(users))
 
@@ -97,7 +92,6 @@ def simulate(url: str, users: list[SimulatedUser], catalog: Catalog, *, turns: i
             with lock:
                 counts["picks"] += len(picks)
                 counts["likes"] += sum(i in liked for i in picks)
-                counts["dislikes"] += sum(i not in liked for i in picks)
 
     def worker() -> None:
         with httpx.Client(base_url=url, timeout=timeout) as client:
@@ -119,5 +113,6 @@ def simulate(url: str, users: list[SimulatedUser], catalog: Catalog, *, turns: i
         thread.start()
     for thread in threads:
         thread.join()
+    counts["dislikes"] = counts["picks"] - counts["likes"]
     counts["seconds"] = round(time.perf_counter() - started, 1)
     return counts

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 SETUP  := $(VENV)/.setup-done
 ADAPTER := finetune/adapters/convrec-redial-lora
 
-.PHONY: setup browser demo test test-fast lint index finetune ranker bench fuzz load experiments online-replay clean
+.PHONY: setup browser servers cluster failover demo test test-fast lint index finetune ranker bench fuzz load experiments online-replay clean
 
 setup: $(SETUP)
 
@@ -24,6 +24,11 @@ $(SETUP): pyproject.toml requirements.lock
 # Debian's chromium (and an emoji font) for the web chat's browser tests (platform-notes.md); needs root or sudo.
 browser:
 	test -x /usr/bin/chromium || { apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji; }
+
+# Debian's PostgreSQL and nginx, for the scale-out tests and `make cluster` (platform-notes.md); needs root or sudo.
+servers:
+	test -x /usr/sbin/nginx -a -n "$$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null)" || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql nginx; }
 
 index: setup
 	$(BIN)/convrec index
@@ -75,7 +80,18 @@ online-replay: setup
 	$(BIN)/convrec index
 	$(BIN)/python -m eval.online_replay --out docs/eval/online-replay
 
-test: setup browser
+# The scaled-out topology on loopback, until Ctrl-C: PostgreSQL, Chroma's server (the catalog indexed into it), two
+# `convrec serve` replicas with the adapter and nginx routing by session (deploy/nginx.conf) on http://127.0.0.1:8100
+# (README "Scaling out").
+cluster: setup servers
+	$(BIN)/python -m deploy.cluster --replicas 2 --router-port 8100 --serve-arg=--adapter=$(ADAPTER)
+
+# Failover on that topology: 16 sessions x 5 turns round-robin over the replicas, then kill -9 of one replica in the
+# middle of a load behind nginx (about 10 minutes; CI runs a slice in tests/test_cluster.py).
+failover: setup servers
+	$(BIN)/python -m eval.failover --clients 16 --turns 6 --serve-arg=--adapter=$(ADAPTER) --out docs/hardening/failover.json
+
+test: setup browser servers
 	$(BIN)/python -m pytest
 
 test-fast: setup

@@ -20,7 +20,7 @@ from agent.models import (
     resolve_llm,
 )
 from agent.reactions import ReactionModel, load_reactions
-from agent.store import SqliteSessionStore
+from agent.store import open_store
 from agent.turn import Recommender
 from prompts import TEMPLATE_VERSION
 from retrieval.candidates import HybridRetriever
@@ -116,10 +116,12 @@ def build_recommender(settings: Settings, *, progress: bool = False,
     adapters = named_adapters(settings)  # a bad adapter fails before anything loads
     catalog = catalog or load_settings_catalog(settings)
     embedder = load_embedder(settings)
-    index, status = build_index(catalog, embedder, settings.index_dir, progress=progress)
+    # replicas read a shared server's index (`convrec index --index-url` builds it); a folder is built when needed
+    index, status = build_index(catalog, embedder, settings.index_location, progress=progress,
+                                build=settings.index_url is None)
     ranker = load_ranker_of(settings)
     collaborative = load_collaborative(settings, ranker.card["collaborative"] if ranker else "cooccurrence")
-    sessions = SqliteSessionStore(settings.db_path, learn=settings.online_learning)
+    sessions = open_store(settings.db, learn=settings.online_learning)
     online = None
     if settings.online_learning:  # the batch model plus what every session has liked since (retrieval/online.py)
         online = OnlineSignal(sessions.likes_since, half_life_days=settings.online_half_life_days)

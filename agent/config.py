@@ -9,6 +9,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.store import is_database_url
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 DEFAULT_LLM = "smollm2-135m-instruct"
@@ -43,8 +45,12 @@ class Settings:
     """Converted models and the Chroma index (env CONVREC_CACHE_DIR, flag --cache-dir)."""
     index_dir: Path | None = None
     """Chroma index folder (env CONVREC_INDEX_DIR, flag --index-dir); default <cache_dir>/index."""
-    db_path: Path | None = None
-    """SQLite session store (env CONVREC_DB, flag --db); default <cache_dir>/sessions.sqlite3."""
+    index_url: str | None = None
+    """Chroma's server instead of a folder (env CONVREC_INDEX_URL, flag --index-url), e.g. http://127.0.0.1:8200 for
+    `chroma run --port 8200`: one index shared by every replica; `convrec index` builds it there."""
+    db: Path | str | None = None
+    """The session store (env CONVREC_DB, flag --db): a SQLite file, default <cache_dir>/sessions.sqlite3, or a
+    PostgreSQL URL (postgresql://user@host:port/database) that replicas on several hosts share (agent/store.py)."""
     catalog: str | None = None
     """None or "redial" for the ReDial movie catalog, or a path to a CSV/JSONL catalog (flag --catalog)."""
     model: str = DEFAULT_LLM
@@ -107,6 +113,11 @@ class Settings:
     seed: int = 0
     """Seed for everything random (generation is greedy; the seed fixes any tie-breaking)."""
 
+    @property
+    def index_location(self) -> Path | str:
+        """Where the index is: Chroma's server when there is one, else the folder."""
+        return self.index_url or self.index_dir
+
     @classmethod
     def from_env(cls, **overrides) -> Settings:
         """Defaults, then environment variables, then the given overrides (None means "not given")."""
@@ -148,6 +159,7 @@ class Settings:
         settings.cache_dir = Path(settings.cache_dir)
         settings.index_dir = Path(settings.index_dir or os.environ.get("CONVREC_INDEX_DIR")
                                   or settings.cache_dir / "index")
-        settings.db_path = Path(settings.db_path or os.environ.get("CONVREC_DB")
-                                or settings.cache_dir / "sessions.sqlite3")
+        db = settings.db or os.environ.get("CONVREC_DB") or settings.cache_dir / "sessions.sqlite3"
+        settings.db = str(db) if is_database_url(db) else Path(db)
+        settings.index_url = settings.index_url or os.environ.get("CONVREC_INDEX_URL") or None
         return settings

@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from agent.store import SqliteSessionStore
+from agent.store import SessionStore
 from retrieval.candidates import CandidateQuery
 from retrieval.index import item_document
 
@@ -45,7 +45,7 @@ class CatalogRetriever(BaseRetriever):
 class SessionChatHistory(BaseChatMessageHistory):
     """The turns stored for one session, oldest first, as Human/AI message pairs."""
 
-    def __init__(self, store: SqliteSessionStore, session_id: str) -> None:
+    def __init__(self, store: SessionStore, session_id: str) -> None:
         self.store = store
         self.session_id = session_id
 

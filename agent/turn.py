@@ -39,7 +39,7 @@ from agent.grounding import ClaimCheck, FactChecker, answers_the_person, compose
 from agent.ranking import candidate_labels, rank_candidates
 from agent.reactions import ReactionModel, read_message
 from agent.requests import Pool, describe_request, honour_requests
-from agent.store import SqliteSessionStore
+from agent.store import SessionStore
 from agent.types import PICKS_HEADING, Candidate, Recommendation, SessionState, Signals, Trace, TurnResult
 from prompts import render_prompt
 from retrieval.candidates import CandidateQuery, HybridRetriever
@@ -64,7 +64,7 @@ class Recommender:
     matcher: TitleMatcher
     retriever: HybridRetriever
     engine: ChatEngine
-    sessions: SqliteSessionStore
+    sessions: SessionStore
     checker: FactChecker
     retrieval_weights: Mapping[str, float] = field(default_factory=dict)
     """model name -> its calibrated fusion weight (an adapter's training.json); see `retrieval_weight`."""

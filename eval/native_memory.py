@@ -50,7 +50,7 @@ def turns_workload(adapters: list[str], sessions: int):
     from ui.api.allocator import give_back
 
     db = Path(tempfile.mkdtemp(prefix="convrec-native-")) / "sessions.sqlite3"
-    recommender, _ = build_recommender(Settings.from_env(adapters=tuple(adapters), db_path=db))
+    recommender, _ = build_recommender(Settings.from_env(adapters=tuple(adapters), db=db))
     recommender.run_turn("warm-up", MESSAGES[0])
 
     def one_round(number: int) -> None:

@@ -65,7 +65,7 @@ def run(settings: Settings, out: Path, *, limit: int = 0, seed: int = 0) -> dict
 
     started = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="convrec-replay-"))
-    offline = dataclasses.replace(settings, ranker="none", online_learning=False, db_path=work / "offline.sqlite3",
+    offline = dataclasses.replace(settings, ranker="none", online_learning=False, db=work / "offline.sqlite3",
                                   explain_with_llm=False)
     recommender, _ = build_recommender(offline)
     catalog = recommender.catalog

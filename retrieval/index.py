@@ -3,7 +3,9 @@
 `build_index` embeds every item's document (label + description) and stores it with its metadata. The collection is
 stamped (a JSON file beside it) with the catalog's fingerprint and the embedder's name; when both match, nothing is
 rebuilt. One process writes an index directory at a time (Chroma's PersistentClient is not multi-process safe for
-writers; see platform-notes.md); other processes may read it.
+writers; see platform-notes.md); other processes may read it. With an address instead of a folder (`--index-url
+http://host:port`), the index lives in Chroma's server (`chroma run`), shared by every replica; its stamp is kept
+there too, in a small collection of its own.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import numpy as np
 from tqdm import tqdm
@@ -25,6 +28,8 @@ from retrieval.embeddings import Embedder
 log = logging.getLogger("convrec.index")
 
 BATCH = 256
+STAMPS = "convrec-stamps"
+"""On Chroma's server: the collection holding each catalog collection's stamp (its metadata)."""
 EXACT_SEARCH_MAX = 200_000
 """Catalogs up to this size are searched exactly: every stored vector against the query (6,924 ReDial items: about
 a millisecond). Chroma's approximate HNSW search returned other neighbours for the same vector in another process
@@ -32,9 +37,18 @@ a millisecond). Chroma's approximate HNSW search returned other neighbours for t
 benchmark's numbers differ between runs."""
 
 
+def is_server(location: Path | str) -> bool:
+    """An index location that is Chroma's server (http://host:port) rather than a folder."""
+    return str(location).startswith(("http://", "https://"))
+
+
 def item_document(item: Item) -> str:
     """The text embedded for an item."""
     return f"{item.label}. {item.description}".strip()
+
+
+class IndexUnavailable(RuntimeError):
+    """Chroma's server is not there or refused the index (the message names its address)."""
 
 
 @dataclass(frozen=True)
@@ -48,14 +62,21 @@ class IndexStatus:
 class ChromaIndex:
     """Nearest catalog items to a query vector."""
 
-    def __init__(self, index_dir: Path, catalog: Catalog) -> None:
+    def __init__(self, location: Path | str, catalog: Catalog) -> None:
+        """`location`: a folder (an embedded Chroma) or the address of Chroma's server."""
         import chromadb
         from chromadb.config import Settings as ChromaSettings
 
-        index_dir.mkdir(parents=True, exist_ok=True)
-        self.index_dir = index_dir
-        self.client = chromadb.PersistentClient(path=str(index_dir),
-                                                settings=ChromaSettings(anonymized_telemetry=False))
+        self.location = location
+        if is_server(location):
+            address = urlsplit(str(location))
+            self.client = chromadb.HttpClient(host=address.hostname or "127.0.0.1", port=address.port or 8000,
+                                              ssl=address.scheme == "https",
+                                              settings=ChromaSettings(anonymized_telemetry=False))
+        else:
+            Path(location).mkdir(parents=True, exist_ok=True)
+            self.client = chromadb.PersistentClient(path=str(location),
+                                                    settings=ChromaSettings(anonymized_telemetry=False))
         self.name = "catalog-" + hashlib.sha1(catalog.source.encode()).hexdigest()[:10]
         self.collection = self.client.get_or_create_collection(self.name, metadata={"hnsw:space": "cosine"})
         self._matrix: tuple[dict[str, int], np.ndarray] | None = None
@@ -63,18 +84,39 @@ class ChromaIndex:
 
     @property
     def stamp_path(self) -> Path:
-        """What the collection was built from, written only after a complete build."""
-        return self.index_dir / f"{self.name}.json"
+        """What the collection was built from, written only after a complete build (a folder's index)."""
+        return Path(self.location) / f"{self.name}.json"
 
     def stamp(self, catalog: Catalog, embedder: Embedder) -> dict[str, object]:
         return {"fingerprint": catalog.fingerprint(), "embedder": embedder.name, "count": len(catalog)}
 
-    def is_current(self, catalog: Catalog, embedder: Embedder) -> bool:
+    def recorded_stamp(self) -> dict[str, object] | None:
         try:
-            recorded = json.loads(self.stamp_path.read_text())
+            if is_server(self.location):
+                got = self._stamps().get(ids=[self.name], include=["metadatas"])
+                return json.loads(got["metadatas"][0]["stamp"]) if got["ids"] else None
+            return json.loads(self.stamp_path.read_text())
         except (OSError, ValueError):
-            return False
-        return recorded == self.stamp(catalog, embedder) and self.collection.count() == len(catalog)
+            return None
+
+    def record_stamp(self, stamp: dict[str, object] | None) -> None:
+        """Write the stamp (None: remove it, before a rebuild)."""
+        if not is_server(self.location):
+            if stamp is None:
+                self.stamp_path.unlink(missing_ok=True)
+            else:
+                self.stamp_path.write_text(json.dumps(stamp))
+        elif stamp is None:
+            self._stamps().delete(ids=[self.name])
+        else:
+            self._stamps().upsert(ids=[self.name], embeddings=[[0.0]], metadatas=[{"stamp": json.dumps(stamp)}])
+
+    def _stamps(self):
+        return self.client.get_or_create_collection(STAMPS, embedding_function=None)
+
+    def is_current(self, catalog: Catalog, embedder: Embedder) -> bool:
+        return (self.recorded_stamp() == self.stamp(catalog, embedder)
+                and self.collection.count() == len(catalog))
 
     def query(self, vector: np.ndarray, n: int) -> list[tuple[str, float]]:
         """(item_id, cosine similarity), best first; ties in id order. Up to `EXACT_SEARCH_MAX` items every stored
@@ -116,19 +158,27 @@ class ChromaIndex:
         return {i: vectors[row[i]] for i in item_ids if i in row}
 
 
-def build_index(catalog: Catalog, embedder: Embedder, index_dir: Path, *, progress: bool = True,
-                force: bool = False) -> tuple[ChromaIndex, IndexStatus]:
-    """Open the index for `catalog`, (re)building it only when the catalog or the embedder changed."""
+def build_index(catalog: Catalog, embedder: Embedder, location: Path | str, *, progress: bool = True,
+                force: bool = False, build: bool = True) -> tuple[ChromaIndex, IndexStatus]:
+    """Open the index for `catalog` in a folder or on Chroma's server, (re)building it only when the catalog or the
+    embedder changed. `build=False` (replicas reading a shared server) refuses a missing or stale index instead."""
     started = time.perf_counter()
     try:
-        index = ChromaIndex(index_dir, catalog)
+        index = ChromaIndex(location, catalog)
         if not force and index.is_current(catalog, embedder):
             return index, IndexStatus(index.name, index.collection.count(), False, time.perf_counter() - started)
+        if not build:
+            raise IndexUnavailable(f"the index at {location} is missing or was built from another catalog or "
+                                   f"embedder; build it once with `convrec index --index-url {location}`")
+    except IndexUnavailable:
+        raise
     except Exception as error:  # a damaged folder: Chroma's own errors, SQLite's, OSError; all mean "rebuild"
+        if is_server(location):
+            raise IndexUnavailable(f"Chroma's server at {location} cannot be used: {error}") from error
         if "locked" in str(error).lower():  # another process is writing it: not damage, nothing to set aside
             raise
-        index = _reopen_damaged(index_dir, catalog, error)
-    index.stamp_path.unlink(missing_ok=True)
+        index = _reopen_damaged(Path(location), catalog, error)
+    index.record_stamp(None)
     index.client.delete_collection(index.name)
     index.collection = index.client.create_collection(index.name, metadata={"hnsw:space": "cosine"})
     items = list(catalog)
@@ -144,7 +194,7 @@ def build_index(catalog: Catalog, embedder: Embedder, index_dir: Path, *, progre
         bar.update(len(batch))
     bar.close()
     # Written last: an interrupted build has no stamp and is rebuilt next time.
-    index.stamp_path.write_text(json.dumps(index.stamp(catalog, embedder)))
+    index.record_stamp(index.stamp(catalog, embedder))
     return index, IndexStatus(index.name, index.collection.count(), True, time.perf_counter() - started)
 
 

@@ -24,7 +24,7 @@ os.environ.setdefault("CONVREC_ONLINE", "0")  # servers a test starts learn noth
 
 
 def make_settings(tmp: Path, **overrides) -> Settings:
-    return Settings.from_env(data_dir=DATA_DIR, index_dir=tmp / "index", db_path=tmp / "sessions.sqlite3",
+    return Settings.from_env(data_dir=DATA_DIR, index_dir=tmp / "index", db=tmp / "sessions.sqlite3",
                              **overrides)
 
 
@@ -60,3 +60,51 @@ def redial_recommender(tmp_path_factory, redial_index_dir):
     settings = make_settings(tmp_path_factory.mktemp("redial"))
     settings.index_dir = redial_index_dir
     return build_recommender(settings)[0]
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL (Debian's package, `make servers`), started once in a temporary folder on loopback. Without
+    it the tests that need it skip, except in CI (CONVREC_REQUIRE_SERVERS=1, set by .ci/run), where they fail."""
+    from deploy.servers import postgres_bin, start_postgres
+
+    try:
+        postgres_bin()
+    except FileNotFoundError as missing:
+        if os.environ.get("CONVREC_REQUIRE_SERVERS") == "1":
+            raise
+        pytest.skip(str(missing))
+    server = start_postgres()
+    yield server
+    assert server.stop() == 0
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new, empty database on the shared server, for one test."""
+    import uuid
+
+    import psycopg
+
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+        admin.execute(f"CREATE DATABASE {name}")
+    return postgres_server.url.rsplit("/", 1)[0] + "/" + name
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def open_store(request, tmp_path):
+    """Opens a session store (again and again, on the same data) of each kind: the store's contract holds for both."""
+    from agent.store import open_store as opener
+
+    location = (tmp_path / "s.sqlite3" if request.param == "sqlite"
+                else request.getfixturevalue("postgres_url"))
+    opened = []
+
+    def new_store(**options):
+        opened.append(opener(location, **options))
+        return opened[-1]
+
+    yield new_store
+    for store in opened:
+        getattr(store, "close", lambda: None)()

@@ -45,7 +45,8 @@ def _settings(args: argparse.Namespace) -> Settings:
     online = (args.command.__name__ in SERVING and os.environ.get("CONVREC_ONLINE", "1") != "0"
               and not getattr(args, "no_online_learning", False))  # the offline jobs: never
     return Settings.from_env(data_dir=args.data_dir, cache_dir=args.cache_dir, index_dir=args.index_dir,
-                             db_path=args.db, catalog=args.catalog, model=args.model, ranker=args.ranker,
+                             index_url=args.index_url, db=args.db, catalog=args.catalog, model=args.model,
+                             ranker=args.ranker,
                              embedding_model=args.embedding_model, n=getattr(args, "n", None),
                              adapters=tuple(adapters) if adapters else None, engine=getattr(args, "engine", None),
                              engine_url=getattr(args, "engine_url", None),
@@ -59,9 +60,10 @@ def cmd_index(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     catalog = load_settings_catalog(settings)
-    _, status = build_index(catalog, load_embedder(settings), settings.index_dir, progress=True, force=args.force)
+    where = settings.index_location
+    _, status = build_index(catalog, load_embedder(settings), where, progress=True, force=args.force)
     verb = "built" if status.rebuilt else "up to date, not rebuilt"
-    print(f"index {status.collection}: {status.count} items, {verb} ({status.seconds:.1f}s) in {settings.index_dir}")
+    print(f"index {status.collection}: {status.count} items, {verb} ({status.seconds:.1f}s) in {where}")
     return 0
 
 
@@ -133,7 +135,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(json.dumps(measure_ui_latency(args.ui, sessions=args.sessions), indent=2))
         return 0
     settings = _settings(args)
-    settings.db_path = settings.cache_dir / "bench-sessions.sqlite3"  # keep benchmark sessions apart
+    settings.db = settings.cache_dir / "bench-sessions.sqlite3"  # keep benchmark sessions apart
     settings.prefix_cache = settings.prefix_cache and not args.no_prefix_cache
     settings.merge_adapters = settings.merge_adapters and not args.no_merge
     settings.prompt_lookup = settings.prompt_lookup and not args.no_prompt_lookup
@@ -266,7 +268,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from eval.report import write_report
 
     settings = _settings(args)
-    settings.db_path = settings.cache_dir / "eval-sessions.sqlite3"  # the evaluation keeps its memory in-process
+    settings.db = settings.cache_dir / "eval-sessions.sqlite3"  # the evaluation keeps its memory in-process
     settings.seed = args.seed
     systems = tuple(dict.fromkeys(s.strip() for s in args.systems.split(",") if s.strip()))
     unknown = [s for s in systems if s not in ALL_SYSTEMS]
@@ -349,7 +351,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                                  batch_size=args.batch_size, learning_rate=args.learning_rate, rank=args.rank,
                                  seed=args.seed, on_miss=args.on_miss, rank_loss=args.rank_loss)
     settings = _settings(args)
-    settings.db_path = settings.cache_dir / "finetune-sessions.sqlite3"
+    settings.db = settings.cache_dir / "finetune-sessions.sqlite3"
     summary = finetune(settings, config, out, resume=args.resume, progress=not args.no_progress)
     print(f"adapter {summary['adapter_name']} in {out}: {summary['steps']} steps in "
           f"{summary['train_seconds'] / 60:.1f} min (total {summary['total_seconds'] / 60:.1f} min); validation loss "
@@ -400,9 +402,9 @@ def _git_commit() -> str:
 
 
 def cmd_memory(args: argparse.Namespace) -> int:
-    from agent.store import SqliteSessionStore
+    from agent.store import open_store
 
-    state = SqliteSessionStore(_settings(args).db_path).load(args.session)
+    state = open_store(_settings(args).db, learn=False).load(args.session)
     if state is None:
         raise UsageError(f"no session {args.session!r} (it was never used, or was forgotten)")
     print(json.dumps(state.to_dict(), indent=2, ensure_ascii=False))
@@ -410,9 +412,9 @@ def cmd_memory(args: argparse.Namespace) -> int:
 
 
 def cmd_forget(args: argparse.Namespace) -> int:
-    from agent.store import SqliteSessionStore
+    from agent.store import open_store
 
-    if not SqliteSessionStore(_settings(args).db_path).forget(args.session):
+    if not open_store(_settings(args).db, learn=False).forget(args.session):
         raise UsageError(f"no session {args.session!r}: nothing to forget")
     print(f"forgot session {args.session}")
     return 0
@@ -424,7 +426,10 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--data-dir", help="folder with redial/ and movietweetings/ (env CONVREC_DATA_DIR)")
     common.add_argument("--cache-dir", help="models and index cache (env CONVREC_CACHE_DIR)")
     common.add_argument("--index-dir", help="Chroma index folder (env CONVREC_INDEX_DIR)")
-    common.add_argument("--db", help="SQLite session store (env CONVREC_DB)")
+    common.add_argument("--db", help="session store: a SQLite file or a PostgreSQL URL, postgresql://user@host:port/db "
+                        "(env CONVREC_DB)")
+    common.add_argument("--index-url", help="Chroma's server (`chroma run`) instead of --index-dir, e.g. "
+                        "http://127.0.0.1:8200 (env CONVREC_INDEX_URL)")
     common.add_argument("--catalog", help='"redial" (default) or a CSV/JSONL catalog file')
     common.add_argument("--model", help="LLM: default smollm2-135m-instruct, a local folder or a hub id")
     common.add_argument("--embedding-model", help="embedder: default all-minilm-l6-v2, a local folder or a hub id")

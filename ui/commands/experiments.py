@@ -20,12 +20,12 @@ def add_report_arguments(sub: argparse.ArgumentParser) -> None:
 
 
 def run_report(args: argparse.Namespace, settings: Settings) -> int:
-    from agent.store import SqliteSessionStore
+    from agent.store import is_database_url, open_store
     from eval.experiments import experiment_report, format_report, html_report
 
-    if not settings.db_path.exists():
-        raise FileNotFoundError(f"no session store at {settings.db_path} (--db names another)")
-    store = SqliteSessionStore(settings.db_path, learn=False)
+    if not is_database_url(settings.db) and not settings.db.exists():
+        raise FileNotFoundError(f"no session store at {settings.db} (--db names another)")
+    store = open_store(settings.db, learn=False)
     if args.action == "list":
         print("\n".join(store.experiment_names()) or "no experiments in this store")
         return 0
@@ -33,7 +33,7 @@ def run_report(args: argparse.Namespace, settings: Settings) -> int:
         raise ValueError("`convrec experiments report` needs the experiment's name (`convrec experiments list`)")
     rows = store.experiment_rows(args.name)
     if rows is None:
-        raise ValueError(f"no experiment {args.name!r} in {settings.db_path}; `convrec experiments list` names them")
+        raise ValueError(f"no experiment {args.name!r} in {store}; `convrec experiments list` names them")
     report = experiment_report(rows, seed=args.seed)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
     if args.html:

@@ -40,7 +40,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
                           **{k: v for k, v in overrides.items() if v is not None})
     settings = dataclasses.replace(settings, ranker="none", engine="transformers",
                                    adapters=() if args.no_model else (args.adapter,))
-    settings.db_path = settings.cache_dir / "ranker-sessions.sqlite3"
+    settings.db = settings.cache_dir / "ranker-sessions.sqlite3"
     recommender, _ = build_recommender(settings, progress=not args.no_progress)
     if args.score_cache:
         from eval.score_cache import ScoreCachingEngine

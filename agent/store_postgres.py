@@ -1,0 +1,174 @@
+"""The session store on PostgreSQL (psycopg 3), for replicas of `convrec serve` on several hosts: `--db
+postgresql://user@host:port/db`. The statements and their transactions are agent/store.py's; here are the tables in
+PostgreSQL's types, a pool of connections, and the session lock that holds across processes: a PostgreSQL advisory
+lock on the session id, taken on a connection of its own for as long as the turn runs. When a replica dies, its
+connections close and PostgreSQL releases its locks; nothing it had not committed is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from agent.store import SessionStore, StoreUnavailable
+
+log = logging.getLogger("convrec.store")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY,
+    state      TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    updated_at DOUBLE PRECISION NOT NULL,
+    owner      TEXT
+);
+CREATE TABLE IF NOT EXISTS turns (
+    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
+    turn_index INTEGER NOT NULL,
+    user_text  TEXT NOT NULL,
+    reply      TEXT NOT NULL,
+    result     TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (session_id, turn_index)
+);
+CREATE TABLE IF NOT EXISTS events (
+    seq        BIGSERIAL PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
+    kind       TEXT NOT NULL,
+    item_id    TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    event_id   TEXT
+);
+CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id);
+CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(session_id, event_id) WHERE event_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS likes (
+    id         BIGSERIAL PRIMARY KEY,
+    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
+    item_id    TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    UNIQUE (session_id, item_id)
+);
+CREATE TABLE IF NOT EXISTS experiments (
+    name       TEXT PRIMARY KEY,
+    definition TEXT NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS exposures (
+    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
+    experiment TEXT NOT NULL,
+    arm        TEXT NOT NULL,
+    turn_index INTEGER NOT NULL,
+    item_id    TEXT NOT NULL,
+    rank       INTEGER NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (session_id, turn_index, item_id)
+);
+CREATE TABLE IF NOT EXISTS trials (
+    session_id TEXT NOT NULL,
+    experiment TEXT NOT NULL,
+    arm        TEXT NOT NULL,
+    turn_index INTEGER,
+    seconds    DOUBLE PRECISION,
+    fallback   INTEGER NOT NULL,
+    failed     INTEGER NOT NULL,
+    created_at DOUBLE PRECISION NOT NULL
+);
+CREATE INDEX IF NOT EXISTS exposures_by_experiment ON exposures(experiment);
+CREATE INDEX IF NOT EXISTS trials_by_experiment ON trials(experiment, session_id);
+"""
+SCHEMA_LOCK = 0x636F6E76726563  # "convrec": replicas starting together create the tables one at a time
+POOL_SIZE = 16
+"""Connections a replica keeps for reads and writes; each running turn holds one more for its session's lock."""
+WAIT_SECONDS = 30.0
+"""How long a read or write waits for a connection (or a server that is starting) before the store is unavailable."""
+
+
+class _Connection:
+    """A psycopg connection that takes the store's `?` placeholders."""
+
+    def __init__(self, raw: psycopg.Connection) -> None:
+        self.raw = raw
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> psycopg.Cursor:
+        return self.raw.execute(sql.replace("?", "%s"), params)
+
+    def executemany(self, sql: str, rows: list[Sequence[Any]]) -> None:
+        with self.raw.cursor() as cursor:
+            cursor.executemany(sql.replace("?", "%s"), rows)
+
+
+class PostgresSessionStore(SessionStore):
+    """Sessions in a PostgreSQL database shared by every replica."""
+
+    BEGIN_SNAPSHOT = "BEGIN ISOLATION LEVEL REPEATABLE READ"
+    EVENT_ORDER = "seq"
+
+    def __init__(self, url: str, *, learn: bool = True, pool_size: int = POOL_SIZE,
+                 wait_seconds: float = WAIT_SECONDS) -> None:
+        super().__init__(learn=learn)
+        self.url = url
+        self.wait_seconds = wait_seconds
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
+        self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
+                                    check=ConnectionPool.check_connection, timeout=wait_seconds, open=False,
+                                    name="convrec-sessions")
+        try:
+            self._pool.open(wait=True, timeout=wait_seconds)
+        except psycopg.Error as error:
+            self._pool.close()
+            raise StoreUnavailable(f"the session store {self} cannot be opened: {error}") from error
+        with self._connect() as db:
+            db.execute("BEGIN")
+            db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+            db.raw.execute(SCHEMA)
+            db.execute("COMMIT")
+
+    def __repr__(self) -> str:
+        """The URL without its password."""
+        parts = urlsplit(self.url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        user = parts.username
+        return f"PostgresSessionStore({urlunsplit(parts._replace(netloc=f'{user}@{host}' if user else host))!r})"
+
+    def close(self) -> None:
+        self._pool.close()
+
+    @contextmanager
+    def _connect(self) -> Iterator[_Connection]:
+        """A pooled connection; a server that is gone or unreachable comes out as `StoreUnavailable`, after the
+        transaction was rolled back: nothing half-written stays."""
+        try:
+            with self._pool.connection() as raw:  # the pool rolls back a connection returned inside a transaction
+                yield _Connection(raw)
+        except psycopg.OperationalError as error:  # the pool's timeout is one too
+            raise StoreUnavailable(f"the session store {self} cannot be used now: {error}") from error
+
+    @contextmanager
+    def locked(self, session_id: str) -> Iterator[None]:
+        """This process's lock on the session, then PostgreSQL's advisory lock on it, on a connection held until the
+        turn ends: a turn of the same session on another replica waits for this one."""
+        with self._locks_guard:
+            lock = self._locks[session_id]
+        with lock:
+            try:
+                raw = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.wait_seconds)))
+            except psycopg.OperationalError as error:
+                raise StoreUnavailable(f"the session store {self} cannot be used now: {error}") from error
+            with raw:
+                raw.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (session_id,))
+                try:
+                    yield
+                finally:
+                    try:
+                        raw.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (session_id,))
+                    except psycopg.Error:
+                        pass  # the connection is gone, and its locks with it

@@ -45,7 +45,8 @@ def main(argv: list[str] | None = None) -> int:
                 args.state.with_suffix(".tmp").replace(args.state)
             print(f"convrec cluster up: {described['router']} -> "
                   f"{', '.join(r['url'] for r in described['replicas'])}; sessions in PostgreSQL "
-                  f"({described['postgres']}), index on {described['chroma']}. Ctrl-C stops it.", flush=True)
+                  f"({described['postgres']}), index on {described['chroma']}; replicas' logs in "
+                  f"{Path(described['replica_logs'][0]).parent}. Ctrl-C stops it.", flush=True)
             signal.pause()
     except KeyboardInterrupt:
         print("convrec cluster: stopping", file=sys.stderr, flush=True)

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -169,11 +169,11 @@ class Cluster:
     chroma: Server
     replicas: list[Server]
     router: Server
-    logs: list[Path] = field(default_factory=list)
 
     def describe(self) -> dict:
         return {"router": self.router.url, "replicas": [{"url": r.url, "pid": r.process.pid} for r in self.replicas],
                 "postgres": self.postgres.url, "chroma": self.chroma.url,
+                "pids": [s.process.pid for s in (self.postgres, self.chroma, *self.replicas, self.router)],
                 "router_access_log": str(self.router.folder / "logs" / "access.log"),
                 "replica_logs": [str(r.log) for r in self.replicas]}
 

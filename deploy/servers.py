@@ -45,8 +45,9 @@ class Server:
     folder: Path | None = None
     stop_signal: int = signal.SIGTERM
 
-    def stop(self, timeout: float = 30.0) -> int | None:
-        """Ask it to stop, wait, then kill it; remove its folder. Its exit status (None: it had to be killed)."""
+    def stop(self, timeout: float = 30.0, keep: bool = False) -> int | None:
+        """Ask it to stop, wait, then kill it; remove its folder unless `keep`. Its exit status (None: it had to be
+        killed)."""
         if self.process.poll() is None:
             self.process.send_signal(self.stop_signal)
             try:
@@ -55,7 +56,7 @@ class Server:
                 self.process.kill()
                 self.process.wait()
                 return None
-        if self.folder is not None:
+        if self.folder is not None and not keep:
             shutil.rmtree(self.folder, ignore_errors=True)
         return self.process.returncode
 
@@ -99,20 +100,25 @@ def postgres_bin() -> Path:
     return Path(found[-1])
 
 
-def start_postgres(port: int | None = None) -> Server:
-    """A new PostgreSQL cluster in a temporary folder, on loopback only; connect as `convrec` (no password) to the
-    database `postgres` at the returned server's url."""
+def start_postgres(port: int | None = None, folder: Path | None = None) -> Server:
+    """PostgreSQL on loopback only; connect as `convrec` (no password) to the database `postgres` at the returned
+    server's url. A new cluster in a temporary folder, or the one in `folder` (a server stopped with keep=True)
+    started again."""
     import psycopg
 
-    binaries, folder, port = postgres_bin(), _folder("convrec-pg-"), port or free_port()
+    binaries, port = postgres_bin(), port or free_port()
     as_owner: dict = {}
     if os.geteuid() == 0:  # PostgreSQL refuses root: its own user owns the folder and runs the server
         owner = pwd.getpwnam("postgres")
-        os.chown(folder, owner.pw_uid, owner.pw_gid)
         as_owner = {"user": owner.pw_uid, "group": owner.pw_gid, "extra_groups": []}
+    if folder is None:
+        folder = _folder("convrec-pg-")
+        if as_owner:
+            os.chown(folder, as_owner["user"], as_owner["group"])
+        subprocess.run([binaries / "initdb", "-D", folder / "data", "-U", "convrec", "--auth=trust",
+                        "--encoding=UTF8", "--locale=C", "--no-sync"],
+                       cwd=folder, check=True, capture_output=True, **as_owner)
     log = folder / "postgres.log"
-    subprocess.run([binaries / "initdb", "-D", folder / "data", "-U", "convrec", "--auth=trust", "--encoding=UTF8",
-                    "--locale=C", "--no-sync"], cwd=folder, check=True, capture_output=True, **as_owner)
     with open(log, "ab") as out:
         process = subprocess.Popen([binaries / "postgres", "-D", folder / "data", "-p", str(port), "-k", folder,
                                     "-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"],

@@ -4,6 +4,7 @@ then what is particular to each: SQLite's file format and upgrades, PostgreSQL's
 import json
 import sqlite3
 import threading
+import time
 
 import psycopg
 import pytest
@@ -211,3 +212,39 @@ def test_a_database_server_that_is_gone_is_a_clear_message(postgres_url):
     unreachable = postgres_url.rsplit("@", 1)[0] + "@127.0.0.1:1/nowhere"
     with pytest.raises(StoreUnavailable, match=r"PostgresSessionStore\('postgresql://convrec@127.0.0.1:1/nowhere'\)"):
         PostgresSessionStore(unreachable, wait_seconds=2)
+
+
+def test_a_database_server_that_stops_and_returns_loses_nothing_committed(tmp_path):
+    """Its own server, stopped under a live store: every call is a clear `StoreUnavailable` (the API's 503), nothing
+    half-written is kept; once PostgreSQL is back on the same data, the same store works again with all it had."""
+    from agent.store_postgres import PostgresSessionStore
+    from deploy.servers import start_postgres
+
+    server = start_postgres()
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    store = PostgresSessionStore(server.url, wait_seconds=2)
+    state = memory.record(SessionState("s"), "hi", "yo", ("m1",))
+    store.save(state, turn={"user": "hi", "reply": "yo"})
+    try:
+        assert server.stop(keep=True) == 0
+        with pytest.raises(StoreUnavailable, match="cannot be used now"):
+            store.save(memory.record(state, "more", "yo", ("m2",)), turn={"user": "more", "reply": "yo"})
+        with pytest.raises(StoreUnavailable):
+            store.load("s")
+        with pytest.raises(StoreUnavailable), store.locked("s"):
+            pass
+        server = start_postgres(port, folder=server.folder)
+        deadline = time.monotonic() + 60  # the pool reconnects with a backoff: 503s until then, as a client sees
+        while True:
+            try:
+                assert store.load("s") == state
+                break
+            except StoreUnavailable:
+                assert time.monotonic() < deadline, "the store did not come back within 60 s of the server"
+                time.sleep(0.5)
+        assert len(store.history("s")) == 1
+        store.save(memory.record(state, "more", "yo", ("m2",)), turn={"user": "more", "reply": "yo"})
+        assert [t["user"] for t in store.history("s")] == ["hi", "more"]
+    finally:
+        store.close()
+        server.stop()

@@ -15,6 +15,7 @@ import pwd
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,11 +28,35 @@ from pathlib import Path
 
 import httpx
 
-from eval.crash import REPO, free_port, start_server
-
-NGINX_CONF = REPO / "deploy" / "nginx.conf"
+REPO = Path(__file__).resolve().parent.parent
+NGINX_CONF = Path(__file__).resolve().parent / "nginx.conf"
 START_SECONDS = 60.0
 """How long PostgreSQL, Chroma's server or nginx may take to answer after starting."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_server(port: int, env: dict[str, str], *extra: str, log_path: Path | None = None) -> subprocess.Popen:
+    """`convrec serve` as a subprocess on loopback; waits until /health says ok (raises after 300 s)."""
+    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
+    process = subprocess.Popen([sys.executable, "-m", "ui.cli", "serve", "--port", str(port), *extra],
+                               cwd=REPO, env=env, stdout=log, stderr=log)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"convrec serve exited with {process.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return process
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    process.kill()
+    raise RuntimeError("convrec serve did not become healthy in 300 s")
 
 
 @dataclass
@@ -185,7 +210,7 @@ class Cluster:
 
 
 def start_replica(port: int, env: dict[str, str], serve_args: tuple[str, ...], log: Path) -> Server:
-    """`convrec serve` on loopback (eval/crash.py's start_server: waits for /health)."""
+    """`convrec serve` on loopback, ready (its /health says ok)."""
     process = start_server(port, env, *serve_args, log_path=log)
     return Server(f"convrec serve :{port}", process, f"http://127.0.0.1:{port}", log)
 

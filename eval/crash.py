@@ -17,9 +17,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,34 +24,8 @@ from pathlib import Path
 import httpx
 
 from agent.store import SqliteSessionStore
+from deploy.servers import free_port, start_server
 from eval.load import run_load
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def start_server(port: int, env: dict[str, str], *extra: str, log_path: Path | None = None) -> subprocess.Popen:
-    """`convrec serve` as a subprocess on loopback; waits until /health says ok (raises after 300 s)."""
-    log = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - the child owns it
-    process = subprocess.Popen([sys.executable, "-m", "ui.cli", "serve", "--port", str(port), *extra],
-                               cwd=REPO, env=env, stdout=log, stderr=log)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"convrec serve exited with {process.returncode}")
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return process
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    process.kill()
-    raise RuntimeError("convrec serve did not become healthy in 300 s")
 
 
 def stored_turns(base_url: str, session_ids: list[str]) -> dict[str, int]:

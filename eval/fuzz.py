@@ -33,7 +33,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from eval.crash import free_port, start_server
+from deploy.servers import free_port, start_server
 
 CHECKS = ("not_a_server_error", "status_code_conformance", "content_type_conformance", "response_schema_conformance",
           "negative_data_rejection", "unsupported_method")

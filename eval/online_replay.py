@@ -34,7 +34,7 @@ import httpx
 
 from agent.config import Settings
 from agent.store import SqliteSessionStore
-from eval.crash import free_port, start_server
+from deploy.servers import free_port, start_server
 from eval.metrics import Recall, remove_seen
 from eval.redial_bench import mean_with_interval, memory_truth
 from retrieval.candidates import FusionConfig

@@ -23,7 +23,7 @@ from agent.build import load_settings_catalog
 from agent.config import Settings
 from agent.experiments import load_experiment
 from agent.store import SqliteSessionStore
-from eval.crash import free_port, start_server
+from deploy.servers import free_port, start_server
 from eval.experiments import experiment_report, format_report, html_report
 from eval.latency import cpu_description
 from eval.simulate import load_users, simulate

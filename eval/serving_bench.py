@@ -24,7 +24,7 @@ from pathlib import Path
 
 import httpx
 
-from eval.crash import free_port, start_server
+from deploy.servers import free_port, start_server
 from eval.latency import cpu_description, percentile
 from eval.load import MESSAGES
 

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import psutil
 
-from eval.crash import free_port, start_server, stored_turns
+from deploy.servers import free_port, start_server
+from eval.crash import stored_turns
 from eval.latency import cpu_description
 from eval.load import run_load
 

@@ -14,7 +14,8 @@ import httpx
 import openai
 import pytest
 
-from eval.crash import free_port, run_crash_check, start_server
+from deploy.servers import free_port, start_server
+from eval.crash import run_crash_check
 from eval.load import run_load
 from tests.conftest import DATA_DIR, SMALL_CATALOG
 from ui.api.metrics import Metrics

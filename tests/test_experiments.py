@@ -18,7 +18,7 @@ import pytest
 from agent.experiments import ExperimentError, load_experiment, parse_experiment
 from agent.store import SqliteSessionStore
 from agent.types import SessionState
-from eval.crash import REPO, free_port, start_server
+from deploy.servers import REPO, free_port, start_server
 from eval.experiments import experiment_report, format_report, html_report
 from tests.conftest import DATA_DIR
 

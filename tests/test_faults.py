@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from agent.config import REPO_ROOT
-from eval.crash import free_port, start_server
+from deploy.servers import free_port, start_server
 from tests.conftest import DATA_DIR, SMALL_CATALOG
 
 pytestmark = pytest.mark.slow

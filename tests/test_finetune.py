@@ -295,7 +295,7 @@ def test_finetune_command_checkpoints_resumes_and_writes_a_card(tmp_path, redial
 @pytest.mark.slow
 @needs_data
 def test_serve_with_the_adapter_lists_it_by_name_and_answers_with_it(tmp_path, redial_index_dir):
-    from eval.crash import free_port, start_server
+    from deploy.servers import free_port, start_server
 
     env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir),
            "CONVREC_DB": str(tmp_path / "sessions.sqlite3")}

@@ -13,7 +13,7 @@ import pytest
 
 from agent.store import SqliteSessionStore
 from agent.types import SessionState
-from eval.crash import free_port, start_server
+from deploy.servers import free_port, start_server
 from retrieval.online import Blended, OnlineSignal
 from tests.conftest import DATA_DIR
 

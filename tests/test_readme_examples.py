@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from eval.crash import free_port, start_server
+from deploy.servers import free_port, start_server
 from tests.conftest import DATA_DIR
 
 pytestmark = pytest.mark.slow

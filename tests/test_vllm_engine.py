@@ -179,7 +179,7 @@ def test_one_adapter_merged_into_a_checkpoint_answers_as_the_adapter_does(model_
 
 @needs_data
 def test_serve_with_vllm_answers_with_the_merged_adapter_and_names_what_it_serves(tmp_path, redial_index_dir):
-    from eval.crash import free_port, start_server
+    from deploy.servers import free_port, start_server
 
     env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR), "CONVREC_INDEX_DIR": str(redial_index_dir),
            "CONVREC_DB": str(tmp_path / "sessions.sqlite3")}
@@ -228,7 +228,7 @@ def vllm_server(model_path, tmp_path_factory):
     import sys
     import time
 
-    from eval.crash import free_port
+    from deploy.servers import free_port
 
     port = free_port()
     log = tmp_path_factory.mktemp("vllm-serve") / "vllm-serve.log"

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from agent.config import REPO_ROOT
-from eval.crash import free_port, start_server
+from deploy.servers import free_port, start_server
 from tests.conftest import DATA_DIR, needs_data
 from ui.web import ApiBackend, BackendUnavailable, Card, card_markdown, entry_choices, memory_markdown, plain
 

@@ -33,8 +33,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     session_id TEXT PRIMARY KEY,
     state      TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    updated_at REAL NOT NULL,
+    created_at {time} NOT NULL,
+    updated_at {time} NOT NULL,
     owner      TEXT
 );
 CREATE TABLE IF NOT EXISTS turns (
@@ -43,28 +43,28 @@ CREATE TABLE IF NOT EXISTS turns (
     user_text  TEXT NOT NULL,
     reply      TEXT NOT NULL,
     result     TEXT NOT NULL,
-    created_at REAL NOT NULL,
+    created_at {time} NOT NULL,
     PRIMARY KEY (session_id, turn_index)
 );
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE IF NOT EXISTS events ({event_seq}
     session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
     kind       TEXT NOT NULL,
     item_id    TEXT NOT NULL,
-    created_at REAL NOT NULL,
+    created_at {time} NOT NULL,
     event_id   TEXT
 );
 CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id);
 CREATE TABLE IF NOT EXISTS likes (
-    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         {serial},
     session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
     item_id    TEXT NOT NULL,
-    created_at REAL NOT NULL,
+    created_at {time} NOT NULL,
     UNIQUE (session_id, item_id)
 );
 CREATE TABLE IF NOT EXISTS experiments (
     name       TEXT PRIMARY KEY,
     definition TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at {time} NOT NULL
 );
 CREATE TABLE IF NOT EXISTS exposures (
     session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
@@ -73,7 +73,7 @@ CREATE TABLE IF NOT EXISTS exposures (
     turn_index INTEGER NOT NULL,
     item_id    TEXT NOT NULL,
     rank       INTEGER NOT NULL,
-    created_at REAL NOT NULL,
+    created_at {time} NOT NULL,
     PRIMARY KEY (session_id, turn_index, item_id)
 );
 CREATE TABLE IF NOT EXISTS trials (
@@ -81,14 +81,17 @@ CREATE TABLE IF NOT EXISTS trials (
     experiment TEXT NOT NULL,
     arm        TEXT NOT NULL,
     turn_index INTEGER,
-    seconds    REAL,
+    seconds    {time},
     fallback   INTEGER NOT NULL,
     failed     INTEGER NOT NULL,
-    created_at REAL NOT NULL
+    created_at {time} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS exposures_by_experiment ON exposures(experiment);
 CREATE INDEX IF NOT EXISTS trials_by_experiment ON trials(experiment, session_id);
 """
+"""Every table, in words both databases take; each backend fills in its types: {time} a timestamp in seconds,
+{serial} an id that grows with every row, {event_seq} an explicit order of events where the database has no rowid."""
+
 Exposure = tuple[str, str, str, int]
 """(experiment, arm, item id, rank): one pick shown to a session under an experiment's arm (agent/experiments.py)."""
 EVENT_IDS = "CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(session_id, event_id) WHERE event_id IS NOT NULL"
@@ -312,7 +315,7 @@ class SqliteSessionStore(SessionStore):
         self._locks_guard = threading.Lock()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+            db.executescript(SCHEMA.format(time="REAL", serial="INTEGER PRIMARY KEY AUTOINCREMENT", event_seq=""))
             columns = {row[1] for row in db.execute("PRAGMA table_info(sessions)")}
             if "owner" not in columns:  # a store written before sessions had owners
                 db.execute("ALTER TABLE sessions ADD COLUMN owner TEXT")

@@ -7,7 +7,6 @@ connections close and PostgreSQL releases its locks; nothing it had not committe
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
@@ -18,72 +17,8 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 from psycopg_pool import ConnectionPool
 
-from agent.store import SessionStore, StoreUnavailable
+from agent.store import EVENT_IDS, SCHEMA, SessionStore, StoreUnavailable
 
-log = logging.getLogger("convrec.store")
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    session_id TEXT PRIMARY KEY,
-    state      TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    updated_at DOUBLE PRECISION NOT NULL,
-    owner      TEXT
-);
-CREATE TABLE IF NOT EXISTS turns (
-    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
-    turn_index INTEGER NOT NULL,
-    user_text  TEXT NOT NULL,
-    reply      TEXT NOT NULL,
-    result     TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (session_id, turn_index)
-);
-CREATE TABLE IF NOT EXISTS events (
-    seq        BIGSERIAL PRIMARY KEY,
-    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
-    kind       TEXT NOT NULL,
-    item_id    TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    event_id   TEXT
-);
-CREATE INDEX IF NOT EXISTS events_by_session ON events(session_id);
-CREATE UNIQUE INDEX IF NOT EXISTS events_once ON events(session_id, event_id) WHERE event_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS likes (
-    id         BIGSERIAL PRIMARY KEY,
-    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
-    item_id    TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    UNIQUE (session_id, item_id)
-);
-CREATE TABLE IF NOT EXISTS experiments (
-    name       TEXT PRIMARY KEY,
-    definition TEXT NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL
-);
-CREATE TABLE IF NOT EXISTS exposures (
-    session_id TEXT NOT NULL REFERENCES sessions(session_id) ON DELETE CASCADE,
-    experiment TEXT NOT NULL,
-    arm        TEXT NOT NULL,
-    turn_index INTEGER NOT NULL,
-    item_id    TEXT NOT NULL,
-    rank       INTEGER NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL,
-    PRIMARY KEY (session_id, turn_index, item_id)
-);
-CREATE TABLE IF NOT EXISTS trials (
-    session_id TEXT NOT NULL,
-    experiment TEXT NOT NULL,
-    arm        TEXT NOT NULL,
-    turn_index INTEGER,
-    seconds    DOUBLE PRECISION,
-    fallback   INTEGER NOT NULL,
-    failed     INTEGER NOT NULL,
-    created_at DOUBLE PRECISION NOT NULL
-);
-CREATE INDEX IF NOT EXISTS exposures_by_experiment ON exposures(experiment);
-CREATE INDEX IF NOT EXISTS trials_by_experiment ON trials(experiment, session_id);
-"""
 SCHEMA_LOCK = 0x636F6E76726563  # "convrec": replicas starting together create the tables one at a time
 POOL_SIZE = 16
 """Connections a replica keeps for reads and writes; each running turn holds one more for its session's lock."""
@@ -129,7 +64,9 @@ class PostgresSessionStore(SessionStore):
         with self._connect() as db:
             db.execute("BEGIN")
             db.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
-            db.raw.execute(SCHEMA)
+            db.raw.execute(SCHEMA.format(time="DOUBLE PRECISION", serial="BIGSERIAL PRIMARY KEY",
+                                         event_seq="\n    seq BIGSERIAL PRIMARY KEY,"))
+            db.execute(EVENT_IDS)
             db.execute("COMMIT")
 
     def __repr__(self) -> str:

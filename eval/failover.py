@@ -9,8 +9,9 @@ Two checks on the topology of deploy/servers.py (PostgreSQL, Chroma's server, tw
 2. Failover behind nginx (routing by session): the same load through the router; once a third of the turns are
    answered, one replica is killed with SIGKILL. Clients retry a failed turn (as the official OpenAI client does)
    until it is answered. Every acknowledged turn must be stored (lost = 0); the sessions that lived on the killed
-   replica go on on the other one with their memory; time to recover = from the kill to each such session's next
-   answered turn.
+   replica go on on the other one with their memory. Time to recover, two ways: from the kill to the first read of a
+   moved session's memory through the router (the routing's own recovery), and to each moved session's next answered
+   turn (that plus the queue on the surviving replica, whose turn latency before and after the kill is reported).
 """
 
 from __future__ import annotations
@@ -33,6 +34,12 @@ from eval.load import MESSAGES
 
 RETRY_PAUSE = 0.5
 """Seconds a client waits before sending a failed turn again."""
+
+
+def _on_replica(access_log: Path, replica_url: str) -> set[str]:
+    """The session keys of the requests nginx passed to this replica (its access log names the replica)."""
+    replica = replica_url.removeprefix("http://")
+    return {line.split('"')[1] for line in access_log.read_text().splitlines() if f" {replica} " in line} - {""}
 
 
 def _turn(client: httpx.Client, url: str, session_id: str, text: str) -> tuple[int, list[str]]:
@@ -112,6 +119,8 @@ def failover(router_url: str, victim_pid: int, victim_url: str, access_log: Path
     requests, failed_statuses = [0], []
     answered_after_kill: dict[str, float] = {}
     killed_at: list[float] = []
+    latencies: dict[str, list[float]] = {"before": [], "after": []}
+    first_read: list[float] = []
     lock = threading.Lock()
     deadline = time.monotonic() + deadline_seconds
 
@@ -120,11 +129,14 @@ def failover(router_url: str, victim_pid: int, victim_url: str, access_log: Path
             for t in range(turns):
                 text = f"{MESSAGES[(k + t) % len(MESSAGES)]} (turn {t + 1})"
                 while time.monotonic() < deadline:
+                    asked = time.monotonic()
                     status, picks = _turn(client, router_url, session_id, text)
                     with lock:
                         requests[0] += 1
                         if status == 200:
                             sent[session_id].append((text, picks))
+                            latencies["after" if killed_at and asked > killed_at[0] else "before"].append(
+                                time.monotonic() - asked)
                             if killed_at and session_id not in answered_after_kill:
                                 answered_after_kill[session_id] = time.monotonic() - killed_at[0]
                             break
@@ -138,8 +150,18 @@ def failover(router_url: str, victim_pid: int, victim_url: str, access_log: Path
                 if sum(len(a) for a in sent.values()) >= total * kill_at:
                     os.kill(victim_pid, signal.SIGKILL)
                     killed_at.append(time.monotonic())
-                    return
+                    break
             time.sleep(0.05)
+        on_victim = sorted(_on_replica(access_log, victim_url) & set(sent))
+        with httpx.Client(timeout=30.0) as client:  # the routing's recovery: a moved session's memory, read again
+            while on_victim and time.monotonic() < deadline:
+                try:
+                    if client.get(f"{router_url}/v1/sessions/{on_victim[0]}").status_code == 200:
+                        first_read.append(time.monotonic() - killed_at[0])
+                        return
+                except httpx.HTTPError:
+                    pass
+                time.sleep(0.01)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=client_loop, args=(k, s)) for k, s in enumerate(sent)]
@@ -148,9 +170,7 @@ def failover(router_url: str, victim_pid: int, victim_url: str, access_log: Path
         thread.start()
     for thread in threads:
         thread.join()
-    victim = victim_url.removeprefix("http://")
-    moved = {line.split('"')[1] for line in access_log.read_text().splitlines() if f" {victim} " in line}
-    moved &= set(sent)  # the sessions the killed replica served before it died
+    moved = _on_replica(access_log, victim_url) & set(sent)  # the sessions the killed replica served before it died
     store = PostgresSessionStore(postgres_url, learn=False)
     try:
         stored = _check_stored(store, sent)
@@ -163,13 +183,18 @@ def failover(router_url: str, victim_pid: int, victim_url: str, access_log: Path
             "failed_statuses": {str(s): failed_statuses.count(s) for s in sorted(set(failed_statuses))},
             "killed": bool(killed_at), "sessions_on_killed_replica": len(moved),
             "moved_sessions_finished": continued, **stored,
-            "recovery_seconds_max": round(max(recovery), 2) if recovery else None,
-            "recovery_seconds_median": round(statistics.median(recovery), 2) if recovery else None,
+            "first_read_of_a_moved_session_seconds": round(first_read[0], 3) if first_read else None,
+            "next_turn_of_moved_sessions_seconds_median": round(statistics.median(recovery), 2) if recovery else None,
+            "next_turn_of_moved_sessions_seconds_max": round(max(recovery), 2) if recovery else None,
+            "turn_p50_seconds_before_kill": _median(latencies["before"]),
+            "turn_p50_seconds_after_kill": _median(latencies["after"]),
             "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
 def main(argv: list[str] | None = None) -> int:
+    from agent.engines import pick_dtype
     from deploy.servers import cluster
+    from eval.latency import cpu_description
 
     parser = argparse.ArgumentParser(prog="python -m eval.failover", description=__doc__.split("\n\n")[0])
     parser.add_argument("--clients", type=int, default=16)
@@ -187,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
                                       Path(described["router_access_log"]), running.postgres.url,
                                       clients=args.clients, turns=args.turns)
     record = {"command": "python -m eval.failover " + " ".join(argv if argv is not None else sys.argv[1:]),
-              "cpu": _cpu(), **checks}
+              "cpu": cpu_description(), "dtype": pick_dtype("auto"), **checks}
     text = json.dumps(record, indent=2)
     print(text)
     if args.out:
@@ -200,14 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if ok else 1
 
 
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
-    except OSError:
-        pass
-    return f"{os.cpu_count()} cores"
+def _median(values: list[float]) -> float | None:
+    return round(statistics.median(values), 2) if values else None
 
 
 if __name__ == "__main__":

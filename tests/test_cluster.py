@@ -129,4 +129,5 @@ def test_kill_9_of_a_replica_behind_nginx_loses_no_acknowledged_turn_and_its_ses
     assert summary["picks_missing_from_memory"] == 0, summary
     assert summary["sessions_on_killed_replica"] > 0, summary
     assert summary["moved_sessions_finished"] == summary["sessions_on_killed_replica"], summary
-    assert summary["recovery_seconds_max"] is not None, summary
+    assert summary["first_read_of_a_moved_session_seconds"] < 10, summary
+    assert summary["next_turn_of_moved_sessions_seconds_max"] is not None, summary

@@ -1,6 +1,6 @@
 """The session store on PostgreSQL (psycopg 3), for replicas of `convrec serve` on several hosts: `--db
-postgresql://user@host:port/db`. The statements and their transactions are agent/store.py's; here are the tables in
-PostgreSQL's types, a pool of connections, and the session lock that holds across processes: a PostgreSQL advisory
+postgresql://user@host:port/db`. The schema, the statements and their transactions are agent/store.py's; here are
+PostgreSQL's column types, a pool of connections, and the session lock that holds across processes: an advisory
 lock on the session id, taken on a connection of its own for as long as the turn runs. When a replica dies, its
 connections close and PostgreSQL releases its locks; nothing it had not committed is kept.
 """
@@ -96,12 +96,15 @@ class PostgresSessionStore(SessionStore):
         with self._locks_guard:
             lock = self._locks[session_id]
         with lock:
+            raw = None
             try:
                 raw = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.wait_seconds)))
+                raw.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (session_id,))
             except psycopg.OperationalError as error:
+                if raw is not None:
+                    raw.close()
                 raise StoreUnavailable(f"the session store {self} cannot be used now: {error}") from error
             with raw:
-                raw.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (session_id,))
                 try:
                     yield
                 finally:

@@ -73,32 +73,37 @@ class Server:
     def stop(self, timeout: float = 30.0, keep: bool = False) -> int | None:
         """Ask it to stop, wait, then kill it; remove its folder unless `keep`. Its exit status (None: it had to be
         killed)."""
+        status: int | None = None
         if self.process.poll() is None:
             self.process.send_signal(self.stop_signal)
             try:
-                self.process.wait(timeout)
+                status = self.process.wait(timeout)
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-                return None
+        else:
+            status = self.process.returncode
         if self.folder is not None and not keep:
             shutil.rmtree(self.folder, ignore_errors=True)
-        return self.process.returncode
+        return status
 
 
 def _wait_until(server: Server, ready: Callable[[], bool], seconds: float = START_SECONDS) -> Server:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited with {server.process.returncode}: {_tail(server.log)}")
+            said = _tail(server.log)
+            server.stop()
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode}: {said}")
         try:
             if ready():
                 return server
         except Exception:  # not answering yet  # noqa: BLE001
             pass
         time.sleep(0.2)
+    said = _tail(server.log)
     server.stop()
-    raise RuntimeError(f"{server.name} did not answer at {server.url} in {seconds:.0f} s: {_tail(server.log)}")
+    raise RuntimeError(f"{server.name} did not answer at {server.url} in {seconds:.0f} s: {said}")
 
 
 def _tail(log: Path) -> str:
@@ -184,7 +189,7 @@ def start_nginx(replicas: list[str], port: int | None = None) -> Server:
     (folder / "logs").mkdir()
     (folder / "tmp").mkdir()
     config = folder / "nginx.conf"
-    config.write_text(("user root;\n" if os.geteuid() == 0 else "") + nginx_config(port, replicas))
+    config.write_text(nginx_config(port, replicas))  # as root, its workers run as nobody (the folder is 0755)
     log = folder / "logs" / "error.log"
     process = subprocess.Popen([executable, "-p", f"{folder}/", "-c", config, "-e", log, "-g", "daemon off;"],
                                cwd=folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -87,6 +87,21 @@ def test_one_session_stays_on_one_replica_and_requests_without_one_go_round_robi
     assert len(unkeyed) == 6 and set(unkeyed) == replicas
 
 
+def test_the_commands_read_and_forget_a_session_in_postgresql(running):
+    env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR)}
+    with httpx.Client(timeout=300) as client:
+        assert client.post(f"{running['router']}/v1/chat/completions", headers={"X-Session-Id": "cli-a"},
+                           json={"messages": [{"role": "user", "content": "I loved Alien"}]}).status_code == 200
+        shown = subprocess.run([sys.executable, "-m", "ui.cli", "memory", "--db", running["postgres"], "--session",
+                                "cli-a"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert shown.returncode == 0, shown.stderr
+        assert json.loads(shown.stdout)["turn_count"] == 1
+        forgot = subprocess.run([sys.executable, "-m", "ui.cli", "forget", "--db", running["postgres"], "--session",
+                                 "cli-a"], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+        assert forgot.returncode == 0 and "forgot session cli-a" in forgot.stdout, forgot.stderr
+        assert client.get(f"{running['router']}/v1/sessions/cli-a").status_code == 404
+
+
 def test_the_index_is_built_on_chromas_server_and_replicas_refuse_a_missing_or_stale_one(running, tmp_path):
     from agent.build import load_embedder
     from retrieval.catalog import load_catalog_file

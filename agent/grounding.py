@@ -65,6 +65,10 @@ _COMPARISON = re.compile(r"\b(?:like|liked|love|loved|enjoyed|similar to|fans? o
                          re.IGNORECASE)
 """What must come right before another movie's title for the mention to be a comparison ("like The Matrix");
 another title anywhere else ("The Matrix is a war film", said of Saving Private Ryan) is an unsupported claim."""
+_SAID_LIKED = re.compile(r"\W*(?:which |that )?you (?:really )?(?:liked|loved|enjoyed)\b", re.IGNORECASE)
+"""What, right after a title, says the person liked that movie."""
+_LIKE_BEFORE = re.compile(r"\b(?:like|similar to|fans? of)\W*$", re.IGNORECASE)
+"""What, right before a title, compares something with that movie."""
 
 
 @dataclass(frozen=True)
@@ -147,6 +151,8 @@ class FactChecker:
         for claim in self.find_claims(text, found):
             if claim.kind in ("movie", "movie_named") and (claim.value in itself
                                                             or _is_the_item(claim.value, item, self.catalog)):
+                if claim.value not in state.liked and _said_to_be_liked(text, mentions, claim.value):
+                    unsupported.append(Claim("movie", claim.value))  # "Like <the item itself>, which you liked"
                 continue  # naming the item itself cites no fact
             (supported if _supports(claim, item, state, self.catalog) else unsupported).append(claim)
         licensed = CONNECTIVES | self._licensed_words(item, state)
@@ -192,6 +198,15 @@ def _written_year(text: str, mention, title: str) -> str | None:
     after = _YEAR_AFTER_TITLE.match(text, mention.end)
     written = [y for y in _YEAR.findall(mention.surface + (after.group(0) if after else "")) if y not in title]
     return written[0] if written else None
+
+
+def _said_to_be_liked(text: str, mentions: list, item_id: str) -> bool:
+    """A mention of this movie compared with ("like <title>") or followed by "which you liked" (loved, enjoyed)."""
+    for mention in (m for m in mentions if m.item_id == item_id):
+        year = _YEAR_AFTER_TITLE.match(text, mention.end)
+        if _LIKE_BEFORE.search(text[:mention.start]) or _SAID_LIKED.match(text, year.end() if year else mention.end):
+            return True
+    return False
 
 
 def _blank_titles(text: str, mentions: list) -> str:

@@ -35,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops it as Ctrl-C does: cleanly
+    for stop in (signal.SIGINT, signal.SIGTERM):  # both stop it cleanly, even where a shell started it ignoring ^C
+        signal.signal(stop, signal.default_int_handler)
     try:
         with cluster(replicas=args.replicas, router_port=args.router_port or None,
                      serve_args=tuple(args.serve_arg), logs=args.logs) as running:

@@ -52,6 +52,9 @@ def test_true_explanations_are_grounded(checker, text):
     ("Inception, a 1999 classic by Christopher Nolan.", Claim("year", "1999")),
     ("A Christopher Nolan film from the 90s.", Claim("decade", "90s")),
     ("Like Titanic, which you liked, it stars Leonardo DiCaprio.", Claim("movie", TITANIC)),
+    # seen through make cluster: the model compared the pick with itself and said the person liked it
+    ("Like Inception (2010), which you liked, which you liked, is a Sci-Fi film.", Claim("movie", INCEPTION)),
+    ("Inception, which you loved, is a Sci-Fi film directed by Christopher Nolan.", Claim("movie", INCEPTION)),
     ("Inception has captivated audiences worldwide.", Claim("unverified", "captivated")),
     ("The user enjoyed Inception (2010).", Claim("unverified", "user")),
     ("A French film from 2010.", Claim("unverified", "french")),

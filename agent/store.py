@@ -23,7 +23,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -118,13 +118,24 @@ class SessionStore:
     def __init__(self, *, learn: bool = True) -> None:
         self.learn = learn
         """Keep each session's liked items in `likes` (online learning; off: the table is left as it is)."""
+        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
+        self._locks_guard = threading.Lock()
 
     def _connect(self) -> AbstractContextManager[Any]:
         raise NotImplementedError
 
-    def locked(self, session_id: str) -> AbstractContextManager[None]:
-        """Hold while loading, updating and saving one session, so concurrent turns cannot lose updates."""
-        raise NotImplementedError
+    @contextmanager
+    def locked(self, session_id: str) -> Iterator[None]:
+        """Hold while loading, updating and saving one session, so concurrent turns cannot lose updates: this
+        process's lock on the session, then the backend's lock that other processes honour."""
+        with self._locks_guard:
+            lock = self._locks[session_id]
+        with lock, self._shared_lock(session_id):
+            yield
+
+    def _shared_lock(self, session_id: str) -> AbstractContextManager[None]:
+        """The session's lock across processes; none by default (one process serves a SQLite file)."""
+        return nullcontext()
 
     def load(self, session_id: str) -> SessionState | None:
         with self._connect() as db:
@@ -234,8 +245,9 @@ class SessionStore:
         return [json.loads(r[0]) for r in rows]
 
     def forget(self, session_id: str) -> bool:
-        """Delete everything stored for a session; False when there was nothing."""
-        with self._connect() as db:
+        """Delete everything stored for a session, after a running turn of it (never before the turn's last write,
+        which would bring the session back); False when there was nothing."""
+        with self.locked(session_id), self._connect() as db:
             db.execute(self.BEGIN_WRITE)
             for table in ("turns", "events", "likes", "exposures", "trials"):
                 db.execute(f"DELETE FROM {table} WHERE session_id = ?", (session_id,))
@@ -311,8 +323,6 @@ class SqliteSessionStore(SessionStore):
         super().__init__(learn=learn)
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._locks_guard = threading.Lock()
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")
             db.executescript(SCHEMA.format(time="REAL", serial="INTEGER PRIMARY KEY AUTOINCREMENT", event_seq=""))
@@ -349,13 +359,6 @@ class SqliteSessionStore(SessionStore):
             raise
         finally:
             db.close()
-
-    @contextmanager
-    def locked(self, session_id: str) -> Iterator[None]:
-        with self._locks_guard:
-            lock = self._locks[session_id]
-        with lock:
-            yield
 
 
 def is_database_url(location: str | Path | None) -> bool:

@@ -7,8 +7,6 @@ connections close and PostgreSQL releases its locks; nothing it had not committe
 
 from __future__ import annotations
 
-import threading
-from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -51,8 +49,6 @@ class PostgresSessionStore(SessionStore):
         super().__init__(learn=learn)
         self.url = url
         self.wait_seconds = wait_seconds
-        self._locks: defaultdict[str, threading.Lock] = defaultdict(threading.Lock)
-        self._locks_guard = threading.Lock()
         self._pool = ConnectionPool(url, min_size=1, max_size=pool_size, kwargs={"autocommit": True},
                                     check=ConnectionPool.check_connection, timeout=wait_seconds, open=False,
                                     name="convrec-sessions")
@@ -90,25 +86,22 @@ class PostgresSessionStore(SessionStore):
             raise StoreUnavailable(f"the session store {self} cannot be used now: {error}") from error
 
     @contextmanager
-    def locked(self, session_id: str) -> Iterator[None]:
-        """This process's lock on the session, then PostgreSQL's advisory lock on it, on a connection held until the
-        turn ends: a turn of the same session on another replica waits for this one."""
-        with self._locks_guard:
-            lock = self._locks[session_id]
-        with lock:
-            raw = None
+    def _shared_lock(self, session_id: str) -> Iterator[None]:
+        """PostgreSQL's advisory lock on the session, on a connection held until the turn ends: a turn of the same
+        session on another replica waits for this one."""
+        raw = None
+        try:
+            raw = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.wait_seconds)))
+            raw.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (session_id,))
+        except psycopg.OperationalError as error:
+            if raw is not None:
+                raw.close()
+            raise StoreUnavailable(f"the session store {self} cannot be used now: {error}") from error
+        with raw:
             try:
-                raw = psycopg.connect(self.url, autocommit=True, connect_timeout=max(1, int(self.wait_seconds)))
-                raw.execute("SELECT pg_advisory_lock(hashtextextended(%s, 0))", (session_id,))
-            except psycopg.OperationalError as error:
-                if raw is not None:
-                    raw.close()
-                raise StoreUnavailable(f"the session store {self} cannot be used now: {error}") from error
-            with raw:
+                yield
+            finally:
                 try:
-                    yield
-                finally:
-                    try:
-                        raw.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (session_id,))
-                    except psycopg.Error:
-                        pass  # the connection is gone, and its locks with it
+                    raw.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", (session_id,))
+                except psycopg.Error:
+                    pass  # the connection is gone, and its locks with it

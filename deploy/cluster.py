@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.pause()
     except KeyboardInterrupt:
         print("convrec cluster: stopping", file=sys.stderr, flush=True)
-    except (RuntimeError, FileNotFoundError, OSError) as error:  # a server that would not start: said, all stopped
+    except (RuntimeError, OSError) as error:  # a server that would not start (or is not installed): said, all stopped
         print(f"convrec cluster: error: {error}", file=sys.stderr)
         return 1
     finally:

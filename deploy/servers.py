@@ -179,12 +179,29 @@ def nginx_config(listen: int, replicas: list[str]) -> str:
     return re.sub(r"(        server 127\.0\.0\.1:\d+ [^\n]*\n)+", servers, text)
 
 
+def nginx_bin() -> Path:
+    """nginx: on the PATH or Debian's /usr/sbin/nginx."""
+    executable = Path(shutil.which("nginx") or "/usr/sbin/nginx")
+    if not executable.exists():
+        raise FileNotFoundError("nginx is not installed: `make servers` installs Debian's nginx")
+    return executable
+
+
+def routed_requests(access_log: Path) -> list[tuple[str, str, str]]:
+    """(path, replica host:port, session key) of each request nginx passed on, from its access log (the `routed`
+    format of deploy/nginx.conf; a request nginx sent on to a second replica names both, comma-separated)."""
+    rows = []
+    for line in Path(access_log).read_text().splitlines():
+        before, key, _ = line.split('"', 2)
+        _, _, path, _, replica = before.split(" ", 4)
+        rows.append((path, replica.strip(), key))
+    return rows
+
+
 def start_nginx(replicas: list[str], port: int | None = None) -> Server:
     """nginx (Debian's) with deploy/nginx.conf in front of `replicas` (host:port), on loopback; its access log
     (logs/access.log in its folder) names the replica that answered each request."""
-    executable = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(executable).exists():
-        raise FileNotFoundError("nginx is not installed: `make servers` installs Debian's nginx")
+    executable = nginx_bin()
     folder, port = _folder("convrec-nginx-"), port or free_port()
     (folder / "logs").mkdir()
     (folder / "tmp").mkdir()

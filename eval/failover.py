@@ -30,23 +30,23 @@ from pathlib import Path
 import httpx
 
 from agent.store_postgres import PostgresSessionStore
-from eval.load import MESSAGES
+from deploy.servers import routed_requests
+from eval.load import MESSAGES, chat
 
 RETRY_PAUSE = 0.5
 """Seconds a client waits before sending a failed turn again."""
 
 
 def _on_replica(access_log: Path, replica_url: str) -> set[str]:
-    """The session keys of the requests nginx passed to this replica (its access log names the replica)."""
+    """The session keys of the requests nginx passed to this replica."""
     replica = replica_url.removeprefix("http://")
-    return {line.split('"')[1] for line in access_log.read_text().splitlines() if f" {replica} " in line} - {""}
+    return {key for _, passed_to, key in routed_requests(access_log) if passed_to == replica and key}
 
 
 def _turn(client: httpx.Client, url: str, session_id: str, text: str) -> tuple[int, list[str]]:
     """(status, picked item ids) of one chat turn; status 0 when no HTTP answer came."""
     try:
-        response = client.post(f"{url}/v1/chat/completions", headers={"X-Session-Id": session_id},
-                               json={"messages": [{"role": "user", "content": text}]})
+        response = chat(client, url, session_id, text, api_key=None)
     except httpx.HTTPError:
         return 0, []
     picks = [r["item_id"] for r in response.json().get("recommendations", [])] if response.status_code == 200 else []
@@ -54,8 +54,10 @@ def _turn(client: httpx.Client, url: str, session_id: str, text: str) -> tuple[i
 
 
 def _check_stored(store: PostgresSessionStore, sent: dict[str, list[tuple[str, list[str]]]]) -> dict:
-    """Compare what each session was told (its acknowledged turns: text, picks) with what PostgreSQL holds."""
+    """Compare what each session was told (its acknowledged turns: text, picks) with what PostgreSQL holds; the
+    stored memory's turn count of each session comes back under "turn_counts"."""
     lost = out_of_order = picks_missing = stored_unacknowledged = 0
+    turn_counts = {}
     for session_id, acknowledged in sent.items():
         history = store.history(session_id)
         state = store.load(session_id)
@@ -65,10 +67,11 @@ def _check_stored(store: PostgresSessionStore, sent: dict[str, list[tuple[str, l
         stored_unacknowledged += max(0, len(history) - len(acknowledged))
         kept = iter(stored_texts)  # the acknowledged turns, in order, within what is stored (retries may add some)
         out_of_order += not all(text in kept for text in acknowledged_texts)
+        turn_counts[session_id] = state.turn_count if state else 0
         remembered = set(state.recommended) if state else set()
         picks_missing += sum(item not in remembered for _, picks in acknowledged for item in picks)
     return {"lost": lost, "sessions_out_of_order": out_of_order, "picks_missing_from_memory": picks_missing,
-            "stored_not_acknowledged": stored_unacknowledged}
+            "stored_not_acknowledged": stored_unacknowledged, "turn_counts": turn_counts}
 
 
 def round_robin(replica_urls: list[str], postgres_url: str, *, clients: int = 16, turns: int = 5,
@@ -100,13 +103,13 @@ def round_robin(replica_urls: list[str], postgres_url: str, *, clients: int = 16
     store = PostgresSessionStore(postgres_url, learn=False)
     try:
         stored = _check_stored(store, sent)
-        turn_counts = [store.load(s).turn_count for s in sent]
     finally:
         store.close()
+    turn_counts = stored.pop("turn_counts")
     return {"clients": clients, "turns_per_client": turns, "replicas": len(replica_urls),
             "requests": clients * turns, "acknowledged": sum(len(a) for a in sent.values()),
             "failures": len(failures), "picks_repeated": repeated[0],
-            "sessions_with_all_turns": sum(c == turns for c in turn_counts), **stored,
+            "sessions_with_all_turns": sum(c == turns for c in turn_counts.values()), **stored,
             "wall_seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -174,9 +177,10 @@ def failover(router_url: str, victim_pid: int, victim_url: str, access_log: Path
     store = PostgresSessionStore(postgres_url, learn=False)
     try:
         stored = _check_stored(store, sent)
-        continued = sum(store.load(s).turn_count >= turns for s in moved)
     finally:
         store.close()
+    turn_counts = stored.pop("turn_counts")
+    continued = sum(turn_counts[s] >= turns for s in moved)
     recovery = [answered_after_kill[s] for s in moved if s in answered_after_kill]
     return {"clients": clients, "turns_per_client": turns, "requests": requests[0],
             "acknowledged": sum(len(a) for a in sent.values()), "failed_requests": len(failed_statuses),

@@ -101,15 +101,15 @@ class ChromaIndex:
 
     def record_stamp(self, stamp: dict[str, object] | None) -> None:
         """Write the stamp (None: remove it, before a rebuild)."""
-        if not is_server(self.location):
-            if stamp is None:
-                self.stamp_path.unlink(missing_ok=True)
-            else:
-                self.stamp_path.write_text(json.dumps(stamp))
-        elif stamp is None:
+        server = is_server(self.location)
+        if stamp is None and server:
             self._stamps().delete(ids=[self.name])
-        else:
+        elif stamp is None:
+            self.stamp_path.unlink(missing_ok=True)
+        elif server:
             self._stamps().upsert(ids=[self.name], embeddings=[[0.0]], metadatas=[{"stamp": json.dumps(stamp)}])
+        else:
+            self.stamp_path.write_text(json.dumps(stamp))
 
     def _stamps(self):
         return self.client.get_or_create_collection(STAMPS, embedding_function=None)

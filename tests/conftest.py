@@ -62,18 +62,24 @@ def redial_recommender(tmp_path_factory, redial_index_dir):
     return build_recommender(settings)[0]
 
 
-@pytest.fixture(scope="session")
-def postgres_server():
-    """A real PostgreSQL (Debian's package, `make servers`), started once in a temporary folder on loopback. Without
-    it the tests that need it skip, except in CI (CONVREC_REQUIRE_SERVERS=1, set by .ci/run), where they fail."""
-    from deploy.servers import postgres_bin, start_postgres
-
+def require_servers(*find) -> None:
+    """Debian's servers (`make servers`) that a test needs: `find` are deploy.servers' finders (postgres_bin,
+    nginx_bin). Without them the test skips, except in CI (CONVREC_REQUIRE_SERVERS=1, set by .ci/run): it fails."""
     try:
-        postgres_bin()
+        for finder in find:
+            finder()
     except FileNotFoundError as missing:
         if os.environ.get("CONVREC_REQUIRE_SERVERS") == "1":
             raise
         pytest.skip(str(missing))
+
+
+@pytest.fixture(scope="session")
+def postgres_server():
+    """A real PostgreSQL (Debian's package), started once in a temporary folder on loopback."""
+    from deploy.servers import postgres_bin, start_postgres
+
+    require_servers(postgres_bin)
     server = start_postgres()
     yield server
     assert server.stop() == 0

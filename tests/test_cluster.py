@@ -15,8 +15,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from deploy.servers import nginx_bin, postgres_bin, routed_requests
 from eval.failover import failover, round_robin
-from tests.conftest import DATA_DIR, REPO_ROOT, SMALL_CATALOG
+from tests.conftest import DATA_DIR, REPO_ROOT, SMALL_CATALOG, require_servers
 
 pytestmark = pytest.mark.slow
 
@@ -25,18 +26,7 @@ pytestmark = pytest.mark.slow
 def running(tmp_path_factory):
     """The cluster's addresses and pids (its --state file); stopped with SIGTERM at the end, which must stop every
     server it started and exit 0."""
-    import shutil
-
-    from deploy.servers import postgres_bin
-
-    try:
-        postgres_bin()
-        if not shutil.which("nginx") and not Path("/usr/sbin/nginx").exists():
-            raise FileNotFoundError("nginx is not installed: `make servers`")
-    except FileNotFoundError as missing:
-        if os.environ.get("CONVREC_REQUIRE_SERVERS") == "1":
-            raise
-        pytest.skip(str(missing))
+    require_servers(postgres_bin, nginx_bin)
     work = tmp_path_factory.mktemp("cluster")
     state = work / "state.json"
     env = {**os.environ, "CONVREC_DATA_DIR": str(DATA_DIR)}
@@ -59,15 +49,6 @@ def running(tmp_path_factory):
             os.kill(pid, 0)
 
 
-def routed(access_log: str) -> list[tuple[str, str, str]]:
-    """(route, replica, session key) of each request nginx passed on, from its access log."""
-    rows = []
-    for line in Path(access_log).read_text().splitlines():
-        _, _, uri, _, upstream, rest = line.split(" ", 5)
-        rows.append((uri, upstream, rest.split('"')[1]))
-    return rows
-
-
 def test_one_session_stays_on_one_replica_and_requests_without_one_go_round_robin(running):
     with httpx.Client(timeout=300) as client:
         for session_id in ("route-a", "route-b", "route-c"):
@@ -79,7 +60,7 @@ def test_one_session_stays_on_one_replica_and_requests_without_one_go_round_robi
             assert client.get(f"{running['router']}/v1/sessions/{session_id}").json()["turns"] == 2
         for _ in range(6):
             assert client.get(f"{running['router']}/v1/models").status_code == 200
-    rows = routed(running["router_access_log"])
+    rows = routed_requests(running["router_access_log"])
     for session_id in ("route-a", "route-b", "route-c"):  # its chat turns and its /v1/sessions/{id} read
         assert len({upstream for _, upstream, key in rows if key == session_id}) == 1
     unkeyed = [upstream for uri, upstream, _ in rows if uri == "/v1/models"]

@@ -248,3 +248,25 @@ def test_a_database_server_that_stops_and_returns_loses_nothing_committed(tmp_pa
     finally:
         store.close()
         server.stop()
+
+
+def test_forget_waits_for_a_running_turn_of_the_session(open_store):
+    """A turn holds the session's lock until its last write; forget comes after it, so the turn cannot bring a
+    forgotten session back (the API's DELETE, the web chat's "Forget me" and `convrec forget` all go through it)."""
+    store = open_store()
+    store.save(SessionState("s"), turn={"user": "a", "reply": "b"})
+    in_turn, finished = threading.Event(), threading.Event()
+
+    def turn() -> None:
+        with store.locked("s"):
+            in_turn.set()
+            time.sleep(0.5)
+            store.save(memory.record(store.load("s"), "c", "d", ("m1",)), turn={"user": "c", "reply": "d"})
+            finished.set()
+
+    runner = threading.Thread(target=turn)
+    runner.start()
+    assert in_turn.wait(10)
+    assert store.forget("s") is True and finished.is_set()
+    runner.join()
+    assert store.load("s") is None and store.history("s") == []

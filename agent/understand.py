@@ -121,6 +121,7 @@ _CUES = {
         r"(?:not|isn't|isnt|wasn't|wasnt|aren't) (?:really )?my (?:thing|cup of tea|style|type)",
         r"(?:wasn't|was not|not) impressed",
         r"sick of|tired of",
+        r"(?:i'll|ill|i will|i'd|i would|gonna|going to) pass|not interested",
     ),
     LIKED: (
         r"lov(?:e|ed|es|ing)",
@@ -177,7 +178,7 @@ def understand(text: str, state: SessionState, catalog: Catalog, matcher: TitleM
     named = tuple(dict.fromkeys(i for t in targets for i in t.item_ids))
     masked = _mask(_lower(text), [(t.start, t.end) for t in targets])
     clauses = _clause_spans(masked)
-    targets = _with_references(targets, masked, clauses, state)
+    targets = _with_references(targets, masked, clauses, state) or _refusal(masked, clauses, state, vocab)
     opinions, seen = _judge(targets, masked, clauses)
     return Signals(
         opinions=opinions,
@@ -331,6 +332,32 @@ def _with_references(
             ids = last[:1] if pronoun.re is _IT_REF else last
             found.append(_Target(pronoun.start(), pronoun.end(), ids, NEUTRAL))
     return sorted(found, key=lambda t: t.start)
+
+
+_REFUSAL = re.compile(
+    r"\b(?:no,? thanks?|no,? thank you|not interested|(?:i'll|ill|i will|i'd|i would|gonna|going to) pass"
+    r"|(?:won't|wont|will not|wouldn't|wouldnt|would not) (?:be )?(?:watch|see)"
+    r"|(?:don't|do not|dont) (?:really )?(?:want|wanna|feel like) (?:to )?(?:watch|see)"
+    r"|(?:don't|do not|dont) (?:really )?want to(?=\s*$)"
+    r"|(?:doesn't|does not|doesnt|don't|dont|do not) (?:really )?(?:sound|seem|look)s? (?:very )?"
+    r"(?:good|interesting|appealing|fun|great)"
+    r"|sounds? (?:boring|bad|awful|terrible|dumb|stupid|lame)"
+    r"|not (?:really )?(?:into|interested in) (?:it|that|those|them|this)\b)"
+)
+
+
+def _refusal(masked: str, clauses: list[tuple[int, int]], state: SessionState, vocab: _Vocab) -> list[_Target]:
+    """A reply that turns down the movies just suggested without naming any ("no thanks", "I won't watch that",
+    "doesn't sound good"): a dislike of each of them. Only right after a suggestion, and not of a clause that
+    speaks of a genre ("I don't want to watch horror" is a constraint)."""
+    last = tuple(state.last_recommended)
+    if not last or not (state.turns and state.turns[-1].recommended):
+        return []
+    for start, end in clauses:
+        match = _REFUSAL.search(masked, start, end)
+        if match and not _genres(masked[start:end], vocab)[0] + _genres(masked[start:end], vocab)[1]:
+            return [_Target(match.start(), match.end(), last, NEUTRAL, DISLIKED)]
+    return []
 
 
 def _explicit_references(masked: str, last: tuple[str, ...]) -> list[_Target]:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from agent.types import Constraints, SessionState, Signals
+from agent.types import Constraints, SessionState, Signals, Turn
 from agent.understand import understand
 from retrieval.catalog import Catalog, Item
 from retrieval.titles import TitleMatcher
@@ -29,6 +29,8 @@ ITEMS = [
 CATALOG = Catalog(items={item.item_id: item for item in ITEMS}, popularity={"6": 30, "7": 4})
 MATCHER = TitleMatcher(CATALOG)
 AFTER_RECS = SessionState("s", last_recommended=("8", "2", "9"))
+JUST_SUGGESTED = SessionState("s", last_recommended=("8", "2"), recommended=("8", "2"),
+                              turns=(Turn("something smart", "Inception (2010), Toy Story (1995)", ("8", "2")),))
 FRESH = SessionState("s")
 
 
@@ -133,6 +135,29 @@ def test_references_need_a_last_list():
 
 def test_none_of_those_rejects_the_whole_list():
     assert opinions("none of those", AFTER_RECS) == {"8": "disliked", "2": "disliked", "9": "disliked"}
+
+
+@pytest.mark.parametrize("text", [
+    "I won't watch that. Thank you though, goodbye", "No I haven't and I don't want to.", "nah, not interested",
+    "no thanks", "I would not watch that", "that doesn't sound good", "sounds boring", "I'm not into that",
+])
+def test_a_reply_turning_down_the_suggestion_dislikes_what_was_just_suggested(text):
+    # seen in the seekers' forms (eval/memory_errors.py): refusals that name nothing were never remembered
+    assert opinions(text, JUST_SUGGESTED) == {"8": "disliked", "2": "disliked"}
+
+
+@pytest.mark.parametrize("text", ["I don't want to watch horror", "sounds good", "ok"])
+def test_a_constraint_or_a_yes_is_not_a_refusal(text):
+    assert opinions(text, JUST_SUGGESTED) == {}
+
+
+def test_a_refusal_needs_a_suggestion_just_made():
+    assert opinions("no thanks") == {}
+    assert opinions("no thanks", AFTER_RECS) == {}  # no answer recorded: nothing was just suggested
+
+
+def test_ill_pass_on_that_one():
+    assert opinions("I'll pass on that one", JUST_SUGGESTED) == {"8": "disliked"}
 
 
 def test_both_and_all_of_them():

@@ -3,7 +3,7 @@
     TurnRequest ──run_turn──▶ TurnResult(reply, recommendations, memory, trace)
 
 `SessionState` is the session memory U(t); `Signals` is what one user message X(t) says; `agent.memory.update`
-computes U(t) = f(U(t-1), X(t)).
+computes U(t) = f(U(t-1), X(t)). `Constraints` and `Candidate` are retrieval's (retrieval/types.py), re-exported.
 """
 
 from __future__ import annotations
@@ -11,27 +11,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from retrieval.types import Candidate, Constraints
+
+__all__ = ["Candidate", "Constraints", "Opinion", "Recommendation", "SessionState", "Signals", "Trace", "Turn",
+           "TurnResult"]
+
 Opinion = str
 """One of "liked", "disliked", "neutral" (mentioned without saying)."""
-
-
-@dataclass(frozen=True)
-class Constraints:
-    """What the user asked the recommendations to satisfy. Empty means no constraint."""
-
-    genres: tuple[str, ...] = ()
-    """Wanted genres (catalog genre names, e.g. "Comedy"); a soft preference."""
-    excluded_genres: tuple[str, ...] = ()
-    """Genres the user does not want; a hard filter."""
-    min_year: int | None = None
-    """Earliest release year allowed; a hard filter."""
-    max_year: int | None = None
-    """Latest release year allowed; a hard filter."""
-    people: tuple[str, ...] = ()
-    """Wanted people (directors, cast, writers, as named in the catalog); a soft preference."""
-
-    def is_empty(self) -> bool:
-        return self == Constraints()
 
 
 @dataclass(frozen=True)
@@ -100,16 +86,6 @@ class SessionState:
 
 def _tuple(value: Any) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else value
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A retrieved item with the score and sources that put it in the list."""
-
-    item_id: str
-    score: float
-    sources: tuple[str, ...] = ()
-    """Which generators proposed it: "dense", "cooccurrence", "popularity"."""
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from agent.turn import Recommender, query_from, rank_prompt
 from eval.datasets import load_benchmark
 from eval.metrics import Recall, remove_seen
 from eval.redial_bench import DEPTH
+from finetune.config import TRAINING_FILE, data_path
 
 WEIGHTS = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
 RECALL_AT_10 = Recall(10)
@@ -42,7 +43,6 @@ def calibrate_adapter(settings: Settings, adapter_dir: Path, *, recommender: Rec
     from agent.build import build_recommender, load_engine, named_adapters
     from agent.models import adapter_name
     from finetune.card import write_card
-    from finetune.train import TRAINING_FILE, data_path
 
     adapter_dir = Path(adapter_dir)
     training = json.loads((adapter_dir / TRAINING_FILE).read_text(encoding="utf-8"))

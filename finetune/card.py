@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from finetune.config import TRAINING_FILE
+
 EVAL_FILE = "eval.json"
 _LOSSES = {
     "choices": "rank examples: cross-entropy of the suggested movie among the prompt's candidates, each scored as the "
@@ -17,7 +19,7 @@ _ROWS = ("Recall@1", "Recall@10", "Recall@50", "NDCG@10", "MRR")
 
 def write_card(adapter_dir: Path) -> Path:
     adapter_dir = Path(adapter_dir)
-    training = json.loads((adapter_dir / "training.json").read_text(encoding="utf-8"))
+    training = json.loads((adapter_dir / TRAINING_FILE).read_text(encoding="utf-8"))
     evaluation = _read(adapter_dir / EVAL_FILE)
     config = training["config"]
     lines = [

@@ -13,6 +13,8 @@ ON_MISS = ("insert", "skip")
 SPLIT_A = "split-a"
 """`train_file` value: the training dialogues (train_sample + train_extra) outside the ranker's split B."""
 RANK_LOSSES = ("choices", "tokens")
+TRAINING_FILE = "training.json"
+"""What `convrec finetune` writes beside the adapter: the config, the data mix, the losses; calibrate.py adds to it."""
 
 
 @dataclass
@@ -127,3 +129,14 @@ class FinetuneConfig:
         data = dataclasses.asdict(self)
         data["target_modules"] = list(self.target_modules)
         return data
+
+
+def data_path(settings, name: str) -> Path | str:
+    """A config's `train_file` / `valid_file` as a path (relative ones under `settings.data_dir`); SPLIT_A as is."""
+    if name == SPLIT_A:
+        return name
+    path = Path(name)
+    path = path if path.is_absolute() else Path(settings.data_dir) / path
+    if not path.is_file():
+        raise FileNotFoundError(f"no dialogue file {path} (set --data-dir or the config's train_file/valid_file)")
+    return path

@@ -31,14 +31,11 @@ from agent.config import Settings
 from agent.engines import pick_dtype, to_chat_dicts
 from finetune.calibrate import calibrate_adapter
 from finetune.card import write_card
-from finetune.config import SPLIT_A, FinetuneConfig
+from finetune.config import TRAINING_FILE, FinetuneConfig, data_path
 from finetune.examples import Example, build_examples, describe_mix
 from prompts import TEMPLATE_VERSION
 
 CHECKPOINTS = "checkpoints"
-TRAINING_FILE = "training.json"
-
-
 def end_token(tokenizer) -> int:
     """The token that closes an assistant message in the chat template (<|im_end|> for SmolLM2)."""
     token = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -309,16 +306,6 @@ def _lr_factor(step: int, config: FinetuneConfig) -> float:
 
 def _stopped_early(state: dict, config: FinetuneConfig) -> bool:
     return bool(config.patience) and state["stale"] >= config.patience
-
-
-def data_path(settings: Settings, name: str) -> Path | str:
-    if name == SPLIT_A:
-        return name
-    path = Path(name)
-    path = path if path.is_absolute() else Path(settings.data_dir) / path
-    if not path.is_file():
-        raise FileNotFoundError(f"no dialogue file {path} (set --data-dir or the config's train_file/valid_file)")
-    return path
 
 
 def _device_name() -> str:

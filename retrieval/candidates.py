@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from agent.types import Candidate, Constraints
 from retrieval.catalog import Catalog, Item
 from retrieval.embeddings import Embedder
 from retrieval.features import pool_features
 from retrieval.index import ChromaIndex
+from retrieval.types import Candidate, Constraints
 
 if TYPE_CHECKING:
     from retrieval.collaborative import Collaborative

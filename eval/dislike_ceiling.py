@@ -31,16 +31,16 @@ from pathlib import Path
 
 import numpy as np
 
-from agent.reactions import ReactionModel, read_message
+from agent.reactions import LABELS, ReactionModel, read_message
 from agent.types import SessionState
 from eval.datasets import replay, utterances
 from eval.form_agreement import agreement, read_records
+from finetune.reactions import form_label
 from retrieval.redial import RECOMMENDER, SEEKER, Dialogue, MovieForm, render_mentions
 
 STATES = ("liked", "disliked", "neutral", "absent")
 THRESHOLDS = tuple(round(t, 2) for t in np.arange(0.1, 0.9, 0.05))
 C = 0.3
-LABELS = ("liked", "disliked", "none")
 
 
 @dataclass(frozen=True)
@@ -59,10 +59,6 @@ def memory_state(state: SessionState, item_id: str) -> str:
         if item_id in getattr(state, kind):
             return kind
     return "absent"
-
-
-def form_label(form: MovieForm) -> int:
-    return {1: 0, 0: 1}.get(form.liked, 2)
 
 
 def movie_rows(dialogue: Dialogue, state: SessionState, vectors: Mapping[str, np.ndarray],

@@ -71,14 +71,15 @@ def replay_steps(dialogue, catalog, matcher, vectors: dict[str, np.ndarray]) -> 
     def read(text: str, state: SessionState) -> Signals:
         signals = understand(text, state, catalog, matcher)
         rows, items = reaction_rows(signals, state, vectors[text], text)
-        steps.append(Step(signals, items, rows, [_label(dialogue.forms.get(i)) for i in items]))
+        steps.append(Step(signals, items, rows, [form_label(dialogue.forms.get(i)) for i in items]))
         return signals
 
     replay(dialogue, catalog, matcher, read)
     return steps
 
 
-def _label(form) -> int:
+def form_label(form) -> int:
+    """The seeker's form as a class of LABELS: 0 liked, 1 disliked, 2 not said (or no form)."""
     if form is not None and form.liked == 1:
         return 0
     if form is not None and form.liked == 0:

@@ -1,5 +1,6 @@
 """What one user message asks for: genres, years and people to look for or avoid, or to start over.
-`asked_for(text, masked, vocabulary(catalog))` → `Constraints`, called by `agent.understand.understand`.
+`read_constraints(text, masked, catalog_vocabulary(catalog))` → `Constraints`, called by
+`agent.understand.understand`.
 
 Constraints (titles masked first, so "Scary Movie" is no genre and "2001: A Space Odyssey" no year):
 - genres: the catalog's own genre names (and plurals), plus synonyms mapped to genres that exist in the
@@ -51,7 +52,8 @@ CLAUSE_BREAK = re.compile(
 
 @dataclass(frozen=True)
 class Vocabulary:
-    """What a message is read against: a catalog's genres, people and newest year (`vocabulary`, once per catalog)."""
+    """What a message is read against: a catalog's genres, people and newest year (`catalog_vocabulary`, once per
+    catalog)."""
 
     genres: dict[str, str]
     """Normalised genre name ("scifi") → the catalog's name ("Sci-Fi")."""
@@ -353,7 +355,7 @@ def clears_constraints(masked: str) -> bool:
     return bool(_CLEAR.search(masked))
 
 
-def asked_for(text: str, masked: str, vocab: Vocabulary) -> Constraints:
+def read_constraints(text: str, masked: str, vocab: Vocabulary) -> Constraints:
     """The genres, years and people a message asks for (or excludes); `masked` is its lower-cased text with
     the titles masked (`understand`)."""
     wanted, excluded = read_genres(masked, vocab)
@@ -376,7 +378,7 @@ def _unique(values) -> tuple[str, ...]:
 _VOCABS: dict[int, tuple[weakref.ref, Vocabulary]] = {}
 
 
-def vocabulary(catalog: Catalog) -> Vocabulary:
+def catalog_vocabulary(catalog: Catalog) -> Vocabulary:
     """Genres, people and the newest year of a catalog, cached while the catalog lives and keeps its size."""
     cached = _VOCABS.get(id(catalog))
     if cached and cached[0]() is catalog and cached[1].size == len(catalog):

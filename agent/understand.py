@@ -45,7 +45,15 @@ import re
 from dataclasses import dataclass
 from functools import lru_cache
 
-from agent.asked_for import CLAUSE_BREAK, NEGATION, Vocabulary, asked_for, clears_constraints, read_genres, vocabulary
+from agent.asked_for import (
+    CLAUSE_BREAK,
+    NEGATION,
+    Vocabulary,
+    catalog_vocabulary,
+    clears_constraints,
+    read_constraints,
+    read_genres,
+)
 from agent.types import Opinion, SessionState, Signals
 from retrieval.catalog import Catalog
 from retrieval.titles import TitleMatcher, normalize_title, split_year
@@ -132,7 +140,7 @@ def understand(text: str, state: SessionState, catalog: Catalog, matcher: TitleM
     text = _clip(text)
     if not text.strip():
         return Signals()
-    vocab = vocabulary(catalog)
+    vocab = catalog_vocabulary(catalog)
     targets, unmatched = _title_targets(text, state, catalog, matcher)
     named = tuple(dict.fromkeys(i for t in targets for i in t.item_ids))
     masked = _mask(_lower(text), [(t.start, t.end) for t in targets])
@@ -143,7 +151,7 @@ def understand(text: str, state: SessionState, catalog: Catalog, matcher: TitleM
         opinions=opinions,
         named=named,
         seen=seen,
-        constraints=asked_for(text, masked, vocab),
+        constraints=read_constraints(text, masked, vocab),
         clear_constraints=clears_constraints(masked),
         unmatched_titles=unmatched,
     )

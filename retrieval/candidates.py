@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 def explainable(item: Item) -> bool:
     """An item is recommended only if its explanation can cite something: a main fact (year, genre, director, cast,
     writer) or, for an item with no structured facts at all (a text-only user catalog), its own description.
-    ReDial has 548 of 6,924 entries with none (often a yearless duplicate such as "Star Wars"); they stay in the
+    ReDial has 557 of 6,924 entries with none (often a yearless duplicate such as "Star Wars"); they stay in the
     catalog so mentions of them are understood, but are never recommended."""
     if item.year or item.genres or item.directors or item.cast or item.writers:
         return True

@@ -225,7 +225,7 @@ def load_redial_catalog(data_dir: Path) -> Catalog:
             title=title,
             year=year,
             genres=genres.lookup(uri, title, year),
-            **_kg_facts(neighbors.get(uri) or {}),
+            **_kg_facts(neighbors.get(uri) or {} if names_a_screen_work(uri) else {}),
         )
         items[movie_id] = replace(item, description=compose_description(item))
     popularity = _count_mentions(training_paths(data_dir), items)
@@ -266,6 +266,18 @@ def normalize_title(title: str) -> str:
     text = unicodedata.normalize("NFKD", html.unescape(title)).encode("ascii", "ignore").decode("ascii")
     text = re.sub(r"[^a-z0-9]+", " ", text.lower().replace("&", " and ")).strip()
     return re.sub(r"^(the|a|an) ", "", text)
+
+
+_SCREEN_WORK = re.compile(r"film|serial|series|music_video|sequel|sequence", re.IGNORECASE)
+
+
+def names_a_screen_work(uri: str) -> bool:
+    """Whether a ReDial -> DBpedia link names a film (or a serial, a series, a music video): its disambiguation, the
+    last "(...)" of the URI, is absent or says so. About 60 of the 6,924 links name something else - a song, an
+    album, a novel, comics, a franchise, a character, a TV episode - whose people would be false facts of the movie
+    ("Rush Hour, written by Jane Wiedlin", from the song); those are not read."""
+    qualifier = re.search(r"_\(([^()]*)\)$", urllib.parse.unquote(uri))
+    return qualifier is None or bool(_SCREEN_WORK.search(qualifier.group(1)))
 
 
 def _kg_facts(relations: Mapping[str, list]) -> dict[str, tuple[str, ...]]:

@@ -21,6 +21,7 @@ from retrieval.catalog import (
     load_catalog,
     load_catalog_file,
     load_redial_catalog,
+    names_a_screen_work,
     parse_movie_name,
 )
 from retrieval.redial import TRAINING_FILES
@@ -321,6 +322,22 @@ def test_redial_names_split_into_title_and_year(name: str, expected: tuple) -> N
     assert parse_movie_name(name) == expected
 
 
+@pytest.mark.parametrize(("uri", "expected"), [
+    ("http://dbpedia.org/resource/The_Matrix", True),
+    ("http://dbpedia.org/resource/Heat_(1995_film)", True),
+    ("http://dbpedia.org/resource/Rush_Hour_(film_series)", True),
+    ("http://dbpedia.org/resource/Batman_and_Robin_(serial)", True),
+    ("http://dbpedia.org/resource/Titanic_(2012_miniseries)", True),
+    ("http://dbpedia.org/resource/Rush_Hour_(song)", False),
+    ("http://dbpedia.org/resource/Psycho_(Lords_of_the_Underground_song)", False),
+    ("http://dbpedia.org/resource/Highlander_(comics)", False),
+    ("http://dbpedia.org/resource/The_Mummy_(franchise)", False),
+    ("http://dbpedia.org/resource/All_the_Way_(Buffy_the_Vampire_Slayer)", False),
+])
+def test_only_links_to_a_screen_work_give_facts(uri: str, expected: bool) -> None:
+    assert names_a_screen_work(uri) is expected
+
+
 def test_dbpedia_disambiguation_suffixes_blanks_repeats_and_placeholders_are_cleaned() -> None:
     raw = [
         "Leslie Jones (editor)",
@@ -420,6 +437,15 @@ def test_real_matrix_has_a_wachowski_director_and_sci_fi(redial: tuple[Catalog, 
     assert any("Wachowski" in name for name in matrix.directors)
     assert "Sci-Fi" in matrix.genres
     assert "Sci-Fi" in catalog.genres()
+
+
+@needs_real_data
+def test_real_movies_linked_to_a_song_get_none_of_its_people(redial: tuple[Catalog, float]) -> None:
+    catalog, _ = redial
+    rush_hour = catalog["159382"]  # ReDial's "Rush Hour", linked to the song: Jane Wiedlin wrote the song
+    assert rush_hour.title == "Rush Hour" and not rush_hour.writers
+    serial = catalog["103163"]  # "Batman and Robin (1949)" is the serial its link names: its cast stays
+    assert "Robert Lowery" in serial.cast
 
 
 @needs_real_data

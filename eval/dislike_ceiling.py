@@ -27,7 +27,6 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -35,6 +34,8 @@ from agent.reactions import LABELS, ReactionModel, read_message
 from agent.types import SessionState
 from eval.datasets import replay, utterances
 from eval.form_agreement import agreement, read_records
+from eval.memory_errors import memory_state
+from eval.redial_bench import precision_recall_f1
 from finetune.reactions import form_label
 from retrieval.redial import RECOMMENDER, SEEKER, Dialogue, MovieForm, render_mentions
 
@@ -52,13 +53,6 @@ class MovieRow:
     features: np.ndarray
     label: int
     """0 liked, 1 disliked, 2 not said (the seeker's form)."""
-
-
-def memory_state(state: SessionState, item_id: str) -> str:
-    for kind in ("liked", "disliked", "neutral"):
-        if item_id in getattr(state, kind):
-            return kind
-    return "absent"
 
 
 def movie_rows(dialogue: Dialogue, state: SessionState, vectors: Mapping[str, np.ndarray],
@@ -104,11 +98,8 @@ def oracle_columns(rows: list[MovieRow], forms: Mapping[tuple[str, str], MovieFo
 
 
 def f1_row(predicted: np.ndarray, actual: np.ndarray) -> dict:
-    hits, p, a = int((predicted & actual).sum()), int(predicted.sum()), int(actual.sum())
-    precision, recall = (hits / p if p else 0.0), (hits / a if a else 0.0)
-    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
-    return {"f1": round(f1, 4), "precision": round(precision, 4), "recall": round(recall, 4), "predicted": p,
-            "actual": a}
+    """`precision_recall_f1` of boolean predictions against boolean truth."""
+    return precision_recall_f1(int((predicted & actual).sum()), int(predicted.sum()), int(actual.sum()))
 
 
 def best_threshold(probabilities: np.ndarray, actual: np.ndarray) -> dict:
@@ -127,9 +118,11 @@ def cross_validated(x: np.ndarray, y: np.ndarray, fold: np.ndarray, fit: Callabl
     return probabilities
 
 
-def ceiling(train: list[Dialogue], catalog, matcher, reactions: ReactionModel | None, embedder,
+def ceiling(train: list[Dialogue], catalog, matcher, reactions: ReactionModel | None,
             vectors: Mapping[str, np.ndarray], fold_of: Mapping[str, int], records: list[dict]) -> dict:
     from sklearn.linear_model import LogisticRegression
+
+    embedder = _Lookup(vectors)
 
     def read(text, state):
         return read_message(text, state, catalog, matcher, reactions, embedder)
@@ -170,7 +163,7 @@ def main() -> None:
     from agent.build import load_embedder, load_reactions_of, load_settings_catalog
     from agent.config import Settings
     from finetune.reactions import embedded, folds
-    from retrieval.redial import TRAINING_FILES, load_redial_dialogues, training_paths
+    from retrieval.redial import load_redial_dialogues, training_paths
     from retrieval.titles import TitleMatcher
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -182,9 +175,8 @@ def main() -> None:
     train = [d for path in training_paths(settings.data_dir) for d in load_redial_dialogues(path)]
     texts = [render_mentions(raw, d.mentions) for d in train for sender, raw, _ in utterances(d) if sender == SEEKER]
     vectors = embedded(list(dict.fromkeys(texts)), load_embedder(settings), settings.cache_dir)
-    paths = [Path(settings.data_dir) / name for name in TRAINING_FILES if (Path(settings.data_dir) / name).exists()]
-    report = ceiling(train, catalog, TitleMatcher(catalog), load_reactions_of(settings), _Lookup(vectors), vectors,
-                     folds(train), read_records(paths))
+    report = ceiling(train, catalog, TitleMatcher(catalog), load_reactions_of(settings), vectors, folds(train),
+                     read_records(training_paths(settings.data_dir)))
     report["seconds"] = round(time.perf_counter() - started, 1)
     if args.json:
         print(json.dumps(report))

@@ -262,10 +262,11 @@ def memory_accuracy(pairs: list[tuple[SessionState, Dialogue]], catalog) -> dict
             counts[kind][0] += len(predicted & truth[kind])
             counts[kind][1] += len(predicted)
             counts[kind][2] += len(truth[kind])
-    return {"dialogues": len(pairs), **{kind: _prf(*values) for kind, values in counts.items()}}
+    return {"dialogues": len(pairs), **{kind: precision_recall_f1(*values) for kind, values in counts.items()}}
 
 
-def _prf(hits: int, predicted: int, actual: int) -> dict:
+def precision_recall_f1(hits: int, predicted: int, actual: int) -> dict:
+    """Precision, recall, F1 (rounded; None where undefined) and the two counts, as the memory's rows show them."""
     precision = hits / predicted if predicted else None
     recall = hits / actual if actual else None
     f1 = (2 * precision * recall / (precision + recall)) if precision and recall else 0.0
